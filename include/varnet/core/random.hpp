@@ -1,0 +1,90 @@
+// Noise as a pure function of (seed, layer, step, stream, element).
+//
+// Every random number in varnet (LRT noise, sampled weights, dropout masks, shuffles,
+// initialisation) comes from NoiseKey + element index through Philox4x32-10. One Philox call
+// gives four 32-bit words, used for elements 4b..4b+3 of a tensor. Consequences: the backward
+// pass can recompute noise instead of storing it, a resumed run draws exactly the noise of an
+// uninterrupted one, and the CPU and GPU backends draw the same samples.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "varnet/core/host_device.hpp"
+#include "varnet/core/philox.hpp"
+
+namespace varnet {
+
+// Streams separate independent uses of the same (seed, layer, step). Training sample k of a
+// K-sample objective uses stream k; the rest are fixed purposes.
+namespace stream {
+constexpr uint32_t kEnsembleBase = 0x4000;  // evaluation sample k uses kEnsembleBase + k
+constexpr uint32_t kInit = 0xFF00;          // parameter initialisation
+constexpr uint32_t kShuffle = 0xFF01;       // data order
+constexpr uint32_t kMax = 0xFFFF;
+}  // namespace stream
+
+struct NoiseKey {
+  uint64_t seed = 0;
+  uint32_t layer = 0;   // < 65536: position of the layer in its network
+  uint32_t step = 0;    // optimisation step (or epoch for shuffles)
+  uint32_t stream = 0;  // < 65536, see namespace stream
+
+  VARNET_HOST_DEVICE Philox4x32::Counter counter(uint64_t block) const {
+    return Philox4x32::Counter{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
+                                step, (layer & 0xFFFFu) | (stream << 16)}};
+  }
+  VARNET_HOST_DEVICE Philox4x32::Key key() const {
+    return Philox4x32::Key{{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)}};
+  }
+  // The four words for elements 4*block .. 4*block+3.
+  VARNET_HOST_DEVICE Philox4x32::Counter block(uint64_t block) const {
+    return Philox4x32::generate(counter(block), key());
+  }
+};
+
+// A 32-bit word to a float uniform on the open interval (0, 1): 24 bits, centred in their cell,
+// so that log(u) is always finite.
+VARNET_HOST_DEVICE float uniform_open01(uint32_t x) {
+  return (static_cast<float>(x >> 8) + 0.5f) * (1.0f / 16777216.0f);
+}
+
+// Box-Muller: two words to two standard normals. Elements 4b, 4b+1 use words 0, 1 and elements
+// 4b+2, 4b+3 use words 2, 3. Computed in float on both backends, so that the CPU and GPU agree
+// to a few ulps.
+VARNET_HOST_DEVICE void box_muller(uint32_t a, uint32_t b, float& z0, float& z1) {
+  const float r = sqrtf(-2.0f * logf(uniform_open01(a)));
+  const float angle = 6.2831853071795864f * uniform_open01(b);
+  z0 = r * cosf(angle);
+  z1 = r * sinf(angle);
+}
+
+// Standard normal for one element.
+VARNET_HOST_DEVICE float normal_at(const NoiseKey& key, uint64_t element) {
+  const Philox4x32::Counter w = key.block(element >> 2);
+  const unsigned lane = static_cast<unsigned>(element & 3u);
+  float z0, z1;
+  if (lane < 2) {
+    box_muller(w.v[0], w.v[1], z0, z1);
+  } else {
+    box_muller(w.v[2], w.v[3], z0, z1);
+  }
+  return (lane & 1u) ? z1 : z0;
+}
+
+// Uniform on (0, 1) for one element.
+VARNET_HOST_DEVICE float uniform_at(const NoiseKey& key, uint64_t element) {
+  return uniform_open01(key.block(element >> 2).v[element & 3u]);
+}
+
+// Rademacher sign (+1 or -1, probability 1/2 each) for one element.
+VARNET_HOST_DEVICE float sign_at(const NoiseKey& key, uint64_t element) {
+  return (key.block(element >> 2).v[element & 3u] & 1u) ? 1.0f : -1.0f;
+}
+
+// Bernoulli(p): 1 with probability p.
+VARNET_HOST_DEVICE float bernoulli_at(const NoiseKey& key, uint64_t element, float p) {
+  return uniform_at(key, element) < p ? 1.0f : 0.0f;
+}
+
+}  // namespace varnet

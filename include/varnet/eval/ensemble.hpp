@@ -1,0 +1,81 @@
+// Test-time ensembles: the predicted probabilities of K noise samples averaged, with accuracy and
+// negative log-likelihood. Mean propagation is the same call with PredictMode::mean and K = 1.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "varnet/core/random.hpp"
+#include "varnet/data/batches.hpp"
+#include "varnet/data/idx.hpp"
+#include "varnet/nn/network.hpp"
+
+namespace varnet {
+
+struct EnsembleOptions {
+  int samples = 10;
+  PredictMode mode = PredictMode::sample;
+  bool batch_stats = false;  // batch norm with the test batch's own statistics
+  int64_t batch = 1000;
+  uint64_t seed = 0;
+};
+
+struct EnsembleResult {
+  double accuracy = 0;
+  double nll = 0;  // mean -log p(label), p clamped below at 1e-12
+  int samples = 0;
+};
+
+// Evaluates `net` on `data` with an ensemble of opt.samples noise samples. `on_batch`, when set,
+// is called after each batch with the number of images done (for progress output).
+template <class T>
+EnsembleResult evaluate_ensemble(Network<T>& net, const data::LabeledImages& d,
+                                 const EnsembleOptions& opt,
+                                 const std::function<void(int64_t)>& on_batch = {}) {
+  check(opt.samples >= 1 && opt.samples < 0x4000, "evaluate_ensemble",
+        "a sample count in [1, 16383]", opt.samples);
+  check(opt.batch >= 1, "evaluate_ensemble", "a positive batch size", opt.batch);
+  const int64_t n = d.images.shape().n, c = net.output_shape().c;
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+  Tensor<T> x;
+  std::vector<int32_t> y;
+  std::vector<double> prob;
+  EnsembleResult r;
+  r.samples = opt.samples;
+  int64_t correct = 0;
+  for (int64_t first = 0; first < n; first += opt.batch) {
+    const int64_t b = std::min(opt.batch, n - first);
+    data::gather_batch(d, order, first, b, x, y);
+    prob.assign(size_t(b * c), 0.0);
+    for (int k = 0; k < opt.samples; ++k) {
+      const Context ctx = Context::eval(opt.seed, opt.mode, stream::kEnsembleBase + uint32_t(k),
+                                        opt.batch_stats);
+      const ConstView<T> z = net.forward(x.view(), ctx);
+      for (int64_t i = 0; i < b; ++i) {
+        const T* row = z.data + i * c;
+        T mx = row[0];
+        for (int64_t j = 1; j < c; ++j) mx = std::max(mx, row[j]);
+        double s = 0;
+        for (int64_t j = 0; j < c; ++j) s += std::exp(double(row[j] - mx));
+        for (int64_t j = 0; j < c; ++j) prob[size_t(i * c + j)] += std::exp(double(row[j] - mx)) / s;
+      }
+    }
+    for (int64_t i = 0; i < b; ++i) {
+      const double* p = prob.data() + i * c;
+      int64_t best = 0;
+      for (int64_t j = 1; j < c; ++j)
+        if (p[j] > p[best]) best = j;
+      correct += best == y[size_t(i)];
+      r.nll -= std::log(std::max(p[y[size_t(i)]] / opt.samples, 1e-12));
+    }
+    if (on_batch) on_batch(first + b);
+  }
+  r.accuracy = double(correct) / double(n);
+  r.nll /= double(n);
+  return r;
+}
+
+}  // namespace varnet

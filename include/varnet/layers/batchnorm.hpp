@@ -1,0 +1,124 @@
+// BatchNorm: per-channel normalisation over (N, H, W) for conv inputs (N, C, H, W), or over N for
+// dense inputs (N, C, 1, 1); learned scale gamma and shift beta.
+//
+// Training uses the batch's statistics and updates running estimates (momentum 0.1, running
+// variance unbiased, as PyTorch). Evaluation uses the running estimates, or the batch's own
+// statistics when ctx.batch_stats_in_eval is set (the reference code evaluates that way; with
+// one weight sample per mini-batch the running estimates fit badly).
+#pragma once
+
+#include <cmath>
+
+#include "varnet/core/parallel.hpp"
+#include "varnet/layers/layer.hpp"
+
+namespace varnet {
+
+template <class T>
+class BatchNorm : public Layer<T> {
+ public:
+  explicit BatchNorm(int64_t channels, double momentum = 0.1, double eps = 1e-5)
+      : c_(channels), momentum_(momentum), eps_(eps) {
+    check(channels > 0 && momentum > 0 && momentum <= 1 && eps > 0, "BatchNorm",
+          "positive channels, momentum in (0, 1], positive eps", "channels ", channels,
+          ", momentum ", momentum, ", eps ", eps);
+  }
+  std::string kind() const override { return "BatchNorm"; }
+  std::string describe() const override { return str(kind(), "(", c_, ")"); }
+  Shape output_shape(const Shape& in) const override {
+    check(in.c == c_, this->where(), str("input with ", c_, " channels"), "input of shape ", in);
+    return in;
+  }
+  void declare(ParamTable& t) override {
+    const std::string& n = this->name();
+    gamma_ = t.declare(n + ".weight", Shape(c_, 1), Init::constant(1), this->id());
+    beta_ = t.declare(n + ".bias", Shape(c_, 1), Init::constant(0), this->id());
+    mean_ = t.declare(n + ".running_mean", Shape(c_, 1), Init::constant(0), this->id(), false);
+    var_ = t.declare(n + ".running_var", Shape(c_, 1), Init::constant(1), this->id(), false);
+  }
+  // normalised input xhat (N, C, H, W), then per channel: 1/sqrt(var + eps)
+  int64_t scratch_size(const Shape& in) const override { return in.numel() + c_; }
+
+  void forward(ConstView<T> x, TensorView<T> y, T* scratch, const Context& ctx) override {
+    const int64_t n = x.shape.n, P = x.shape.plane();
+    const T count = T(n * P);
+    check(!use_batch(ctx) || n * P > 1, this->where(),
+          "more than one value per channel to compute batch statistics", "input of shape ",
+          x.shape);
+    T *xhat = scratch, *inv_std = scratch + x.numel();
+    const T *gamma = this->param(gamma_), *beta = this->param(beta_);
+    T *rmean = this->param(mean_), *rvar = this->param(var_);
+    const bool batch = use_batch(ctx);
+    parallel_for(c_, [&](int64_t c) {
+      T mean = rmean[c], var = rvar[c];
+      if (batch) {
+        T s = 0, s2 = 0;
+        for (int64_t b = 0; b < n; ++b) {
+          const T* src = x.data + (b * c_ + c) * P;
+          for (int64_t i = 0; i < P; ++i) s += src[i];
+        }
+        mean = s / count;
+        for (int64_t b = 0; b < n; ++b) {
+          const T* src = x.data + (b * c_ + c) * P;
+          for (int64_t i = 0; i < P; ++i) s2 += (src[i] - mean) * (src[i] - mean);
+        }
+        var = s2 / count;
+        if (ctx.training) {
+          const T m = T(momentum_);
+          rmean[c] = (1 - m) * rmean[c] + m * mean;
+          rvar[c] = (1 - m) * rvar[c] + m * var * count / (count - 1);
+        }
+      }
+      const T is = T(1) / std::sqrt(var + T(eps_));
+      inv_std[c] = is;
+      for (int64_t b = 0; b < n; ++b) {
+        const int64_t off = (b * c_ + c) * P;
+        for (int64_t i = 0; i < P; ++i) {
+          xhat[off + i] = (x.data[off + i] - mean) * is;
+          y.data[off + i] = gamma[c] * xhat[off + i] + beta[c];
+        }
+      }
+    });
+  }
+
+  void backward(ConstView<T> x, ConstView<T>, ConstView<T> dy, TensorView<T> dx, T* scratch,
+                const Context& ctx) override {
+    const int64_t n = x.shape.n, P = x.shape.plane();
+    const T count = T(n * P);
+    const T *xhat = scratch, *inv_std = scratch + x.numel();
+    const T* gamma = this->param(gamma_);
+    T *dgamma = this->grad(gamma_), *dbeta = this->grad(beta_);
+    const bool batch = use_batch(ctx);
+    parallel_for(c_, [&](int64_t c) {
+      T sum_dy = 0, sum_dy_xhat = 0;
+      for (int64_t b = 0; b < n; ++b) {
+        const int64_t off = (b * c_ + c) * P;
+        for (int64_t i = 0; i < P; ++i) {
+          sum_dy += dy.data[off + i];
+          sum_dy_xhat += dy.data[off + i] * xhat[off + i];
+        }
+      }
+      dgamma[c] += sum_dy_xhat;
+      dbeta[c] += sum_dy;
+      if (!dx.data) return;
+      const T k = gamma[c] * inv_std[c];
+      for (int64_t b = 0; b < n; ++b) {
+        const int64_t off = (b * c_ + c) * P;
+        for (int64_t i = 0; i < P; ++i) {
+          // Batch statistics depend on x too: subtract the mean and the projection on xhat.
+          dx.data[off + i] = batch ? k * (dy.data[off + i] - sum_dy / count -
+                                          xhat[off + i] * sum_dy_xhat / count)
+                                   : k * dy.data[off + i];
+        }
+      }
+    });
+  }
+
+ private:
+  static bool use_batch(const Context& ctx) { return ctx.training || ctx.batch_stats_in_eval; }
+  int64_t c_;
+  double momentum_, eps_;
+  ParamRef gamma_, beta_, mean_, var_;
+};
+
+}  // namespace varnet

@@ -1,0 +1,89 @@
+// The layer contract. Every layer in varnet implements this interface; read it before writing one.
+//
+// - output_shape(in): the output shape for an input shape, or varnet::Error naming the layer, the
+//   expected input and the one found. Networks call it at build time, before any data flows.
+// - declare(table): registers parameters ("<name>.<tensor>") with their shapes and
+//   initialisation. After the network allocates its flat buffers it calls bind() with the bases;
+//   a layer reaches its tensors through the ParamRefs declare() returned.
+// - scratch_size(in): elements of T the layer needs per forward call, kept by the network until
+//   the matching backward (im2col columns, variances, ...). Layers hold no per-call state, so one
+//   layer can serve several forward passes in flight (the K-sample objective).
+// - forward(x, y, scratch, ctx): writes every element of y.
+// - backward(x, y, dy, dx, scratch, ctx): parameter gradients ACCUMULATE (+=) into the gradient
+//   buffer; dx is OVERWRITTEN. dx.data may be null when no input gradient is needed (the first
+//   layer), and then the layer skips that work. x, y and scratch are exactly as forward left them.
+// - kl(): the layer's regularizer (0 unless the layer has a prior).
+// - Noise: a layer draws from NoiseKey{ctx.seed, id(), ctx.step, ctx.stream} and element indices
+//   into its output (or weight) tensor, never from a hidden generator.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "varnet/core/context.hpp"
+#include "varnet/core/params.hpp"
+#include "varnet/core/random.hpp"
+#include "varnet/core/tensor.hpp"
+
+namespace varnet {
+
+template <class T>
+class Layer {
+ public:
+  virtual ~Layer() = default;
+
+  // The layer family, e.g. "VarianceConv2d".
+  virtual std::string kind() const = 0;
+  virtual Shape output_shape(const Shape& in) const = 0;
+  virtual void declare(ParamTable& /*table*/) {}
+  virtual int64_t scratch_size(const Shape& /*in*/) const { return 0; }
+  virtual void forward(ConstView<T> x, TensorView<T> y, T* scratch, const Context& ctx) = 0;
+  virtual void backward(ConstView<T> x, ConstView<T> y, ConstView<T> dy, TensorView<T> dx,
+                        T* scratch, const Context& ctx) = 0;
+  virtual double kl() const { return 0.0; }
+  // True when the layer draws noise in sample mode (its output depends on ctx.stream).
+  virtual bool stochastic() const { return false; }
+  // A one-line description of the configuration, for summaries.
+  virtual std::string describe() const { return kind(); }
+
+  const std::string& name() const { return name_; }
+  void set_name(std::string n) { name_ = std::move(n); }
+  uint32_t id() const { return id_; }
+  void set_id(uint32_t id) { id_ = id; }
+
+  // Per-layer prediction mode; without one the network-wide ctx.mode applies.
+  void set_mode_override(std::optional<PredictMode> m) { mode_override_ = m; }
+  std::optional<PredictMode> mode_override() const { return mode_override_; }
+  PredictMode mode(const Context& ctx) const { return mode_override_.value_or(ctx.mode); }
+
+  void bind(T* params, T* grads, T* state) {
+    params_ = params;
+    grads_ = grads;
+    state_ = state;
+  }
+
+ protected:
+  T* param(const ParamRef& r) const { return (r.trainable ? params_ : state_) + r.offset; }
+  T* grad(const ParamRef& r) const { return grads_ + r.offset; }
+  NoiseKey noise_key(const Context& ctx) const {
+    return NoiseKey{ctx.seed, id_, ctx.step, ctx.stream};
+  }
+  // "<kind> '<name>'" for error messages.
+  std::string where() const { return kind() + " '" + name_ + "'"; }
+  // Throws unless the input has the expected per-sample shape.
+  void expect_input(const Shape& in, int64_t c, int64_t h, int64_t w) const {
+    check(in.c == c && in.h == h && in.w == w, where(),
+          str("input of shape (N, ", c, ", ", h, ", ", w, ")"), "input of shape ", in);
+  }
+
+ private:
+  std::string name_;
+  uint32_t id_ = 0;
+  std::optional<PredictMode> mode_override_;
+  T* params_ = nullptr;
+  T* grads_ = nullptr;
+  T* state_ = nullptr;
+};
+
+}  // namespace varnet

@@ -1,0 +1,199 @@
+// Network: a sequence of layers composed at run time, owning the flat parameter, gradient and
+// state buffers and the activations.
+//
+// Usage: add layers, build(input shape, seed) once (shapes are checked and parameters allocated
+// and initialised there, before any data flows), then forward/backward. Activations live in
+// workspace slots: slot k keeps what forward pass k needs for its backward, so the K-sample
+// objective runs K forwards and then K backwards. A slot's buffers grow to the largest batch seen
+// and are reused afterwards: a training step allocates nothing after the first.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "varnet/core/context.hpp"
+#include "varnet/core/error.hpp"
+#include "varnet/core/params.hpp"
+#include "varnet/core/tensor.hpp"
+#include "varnet/layers/layer.hpp"
+
+namespace varnet {
+
+template <class T>
+class Network {
+ public:
+  using Scalar = T;
+
+  Network() = default;
+  Network(Network&&) = default;
+  Network& operator=(Network&&) = default;
+
+  // Appends a layer. Without a name it is called "<kind><position>", e.g. "Conv2d0".
+  Layer<T>& add(std::unique_ptr<Layer<T>> layer, std::string name = "") {
+    check(!built_, "Network::add", "layers added before build()", "a built network");
+    check(layer != nullptr, "Network::add", "a layer", "null");
+    check(layers_.size() < 0xFFFF, "Network::add", "fewer than 65535 layers", layers_.size());
+    layer->set_id(static_cast<uint32_t>(layers_.size()));
+    layer->set_name(name.empty() ? layer->kind() + std::to_string(layers_.size()) : name);
+    for (const auto& l : layers_)
+      check(l->name() != layer->name(), "Network::add", "unique layer names",
+            "'" + layer->name() + "' twice");
+    layers_.push_back(std::move(layer));
+    return *layers_.back();
+  }
+  template <class L, class... Args>
+  L& emplace(std::string name, Args&&... args) {
+    return static_cast<L&>(add(std::make_unique<L>(std::forward<Args>(args)...), std::move(name)));
+  }
+
+  // Checks that every layer accepts its input shape, then allocates and initialises parameters.
+  // `input` is one sample's shape (its n is ignored).
+  void build(Shape input, uint64_t seed) {
+    check(!built_, "Network::build", "a network built once", "a second build()");
+    check(!layers_.empty(), "Network::build", "at least one layer", "none");
+    input_ = input.with_batch(1);
+    check(input_.valid(), "Network::build", "an input shape with positive C, H, W", input);
+    Shape s = input_;
+    std::string from = "the network input";
+    for (auto& l : layers_) {
+      try {
+        s = l->output_shape(s);
+      } catch (const Error& e) {
+        throw Error(str("building the network: layer '", l->name(), "' cannot follow ", from,
+                        ", which produces ", s, ": ", e.what()));
+      }
+      from = "layer '" + l->name() + "'";
+      l->declare(table_);
+    }
+    output_ = s;
+    params_.assign(static_cast<size_t>(table_.trainable_size()), T(0));
+    grads_.assign(params_.size(), T(0));
+    state_.assign(static_cast<size_t>(table_.state_size()), T(0));
+    table_.initialize(seed, params_.data(), state_.data());
+    for (auto& l : layers_) l->bind(params_.data(), grads_.data(), state_.data());
+    built_ = true;
+  }
+
+  // Runs every layer; returns the output, valid until the next forward on this slot.
+  ConstView<T> forward(ConstView<T> x, const Context& ctx, size_t slot = 0) {
+    check(built_, "Network::forward", "a built network", "build() not called");
+    check(x.shape.with_batch(1) == input_ && x.shape.n > 0, "Network::forward",
+          str("input of shape (N > 0, ", input_.c, ", ", input_.h, ", ", input_.w, ")"),
+          "input of shape ", x.shape);
+    Workspace& ws = workspace(slot);
+    ws.input = x;
+    ConstView<T> in = x;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      Layer<T>& l = *layers_[i];
+      ws.acts[i].resize(l.output_shape(in.shape));
+      ws.scratch[i].resize(static_cast<size_t>(l.scratch_size(in.shape)));
+      l.forward(in, ws.acts[i].view(), ws.scratch[i].data(), ctx);
+      in = ws.acts[i].view();
+    }
+    return in;
+  }
+
+  // Backpropagates dL/d(output) of the forward pass in `slot`: parameter gradients accumulate
+  // into grads(). Returns dL/d(input) when `input_grad`, else an empty view.
+  ConstView<T> backward(ConstView<T> dout, const Context& ctx, size_t slot = 0,
+                        bool input_grad = false) {
+    check(slot < workspaces_.size() && workspaces_[slot].input.data, "Network::backward",
+          "a forward pass on this slot first", "none on slot ", slot);
+    Workspace& ws = workspaces_[slot];
+    check(dout.shape == ws.acts.back().shape(), "Network::backward",
+          str("an output gradient of shape ", ws.acts.back().shape()), dout.shape);
+    ConstView<T> dy = dout;
+    for (size_t i = layers_.size(); i-- > 0;) {
+      const ConstView<T> x = i == 0 ? ws.input : ws.acts[i - 1].view();
+      TensorView<T> dx;
+      if (i > 0 || input_grad) {
+        Tensor<T>& buf = ws.grad[i % 2];
+        buf.resize(x.shape);
+        dx = buf.view();
+      }
+      layers_[i]->backward(x, ws.acts[i].view(), dy, dx, ws.scratch[i].data(), ctx);
+      dy = dx;
+    }
+    return input_grad ? dy : ConstView<T>();
+  }
+
+  void zero_grad() { std::fill(grads_.begin(), grads_.end(), T(0)); }
+  double kl() const {
+    double s = 0;
+    for (const auto& l : layers_) s += l->kl();
+    return s;
+  }
+
+  // Sets the prediction mode of one layer (by name), or clears it with std::nullopt.
+  void set_mode_override(const std::string& layer_name, std::optional<PredictMode> m) {
+    layer(layer_name).set_mode_override(m);
+  }
+
+  size_t size() const { return layers_.size(); }
+  Layer<T>& layer(size_t i) { return *layers_.at(i); }
+  const Layer<T>& layer(size_t i) const { return *layers_.at(i); }
+  Layer<T>& layer(const std::string& name) {
+    for (auto& l : layers_)
+      if (l->name() == name) return *l;
+    fail("Network::layer", "the name of a layer in the network", "'" + name + "'");
+  }
+  bool built() const { return built_; }
+  Shape input_shape() const { return input_; }
+  Shape output_shape() const { return output_; }
+  const ParamTable& table() const { return table_; }
+  std::vector<T>& params() { return params_; }
+  const std::vector<T>& params() const { return params_; }
+  std::vector<T>& grads() { return grads_; }
+  const std::vector<T>& grads() const { return grads_; }
+  std::vector<T>& state() { return state_; }
+  const std::vector<T>& state() const { return state_; }
+
+  // Pointer to a named tensor (parameter or state).
+  T* find(const std::string& name) {
+    const ParamEntry* e = table_.find(name);
+    check(e != nullptr, "Network::find", "the name of a parameter or state tensor",
+          "'" + name + "'");
+    return (e->trainable ? params_.data() : state_.data()) + e->offset;
+  }
+
+  // One line per layer with its output shape and parameter count.
+  std::string summary() const {
+    std::string s;
+    Shape shape = input_;
+    for (const auto& l : layers_) {
+      shape = l->output_shape(shape);
+      int64_t count = 0;
+      for (const auto& e : table_.entries())
+        if (e.layer == l->id() && e.trainable) count += e.shape.numel();
+      s += str("  ", l->name(), ": ", l->describe(), " -> ", shape.per_sample(), " values (",
+               shape.c, "x", shape.h, "x", shape.w, "), ", count, " parameters\n");
+    }
+    return s + str("  total: ", table_.trainable_size(), " parameters\n");
+  }
+
+ private:
+  struct Workspace {
+    ConstView<T> input;
+    std::vector<Tensor<T>> acts;         // output of layer i
+    std::vector<std::vector<T>> scratch;  // layer i's scratch
+    Tensor<T> grad[2];                    // ping-pong input gradients
+  };
+  Workspace& workspace(size_t slot) {
+    if (workspaces_.size() <= slot) workspaces_.resize(slot + 1);
+    Workspace& ws = workspaces_[slot];
+    ws.acts.resize(layers_.size());
+    ws.scratch.resize(layers_.size());
+    return ws;
+  }
+
+  std::vector<std::unique_ptr<Layer<T>>> layers_;
+  ParamTable table_;
+  std::vector<T> params_, grads_, state_;
+  std::vector<Workspace> workspaces_;
+  Shape input_, output_;
+  bool built_ = false;
+};
+
+}  // namespace varnet

@@ -1,0 +1,81 @@
+// Optimizers over a network's flat parameter buffer (one loop each), and learning-rate schedules.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "varnet/core/error.hpp"
+#include "varnet/ops/gemm.hpp"
+
+namespace varnet {
+
+struct AdamOptions {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+};
+
+// Adam (Kingma and Ba) with bias correction, as PyTorch's torch.optim.Adam.
+template <class T>
+class Adam {
+ public:
+  Adam(size_t size, AdamOptions o = {}) : opt_(o), m_(size, T(0)), v_(size, T(0)) {
+    check(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps > 0, "Adam",
+          "beta1, beta2 in [0, 1) and eps > 0", "beta1 ", o.beta1, ", beta2 ", o.beta2, ", eps ",
+          o.eps);
+  }
+  void step(std::vector<T>& params, const std::vector<T>& grads, double lr) {
+    check(params.size() == m_.size() && grads.size() == m_.size(), "Adam::step",
+          str(m_.size(), " parameters and gradients"), params.size(), " and ", grads.size());
+    ++t_;
+    const T b1 = T(opt_.beta1), b2 = T(opt_.beta2);
+    const T c1 = T(1 - std::pow(opt_.beta1, double(t_)));
+    const T c2 = T(1 - std::pow(opt_.beta2, double(t_)));
+    const T step = T(lr) / c1, eps = T(opt_.eps);
+    const int64_t n = static_cast<int64_t>(m_.size());
+    auto p = ops::VectorMap<T>(params.data(), n).array();
+    auto g = ops::ConstVectorMap<T>(grads.data(), n).array();
+    auto m = ops::VectorMap<T>(m_.data(), n).array();
+    auto v = ops::VectorMap<T>(v_.data(), n).array();
+    m = b1 * m + (1 - b1) * g;
+    v = b2 * v + (1 - b2) * g.square();
+    p -= step * m / ((v / c2).sqrt() + eps);
+  }
+  int64_t steps() const { return t_; }
+
+ private:
+  AdamOptions opt_;
+  std::vector<T> m_, v_;
+  int64_t t_ = 0;
+};
+
+// SGD with (heavy-ball) momentum, as torch.optim.SGD: b = mu b + g, p -= lr b.
+template <class T>
+class Sgd {
+ public:
+  Sgd(size_t size, double momentum = 0.9) : momentum_(momentum), b_(size, T(0)) {
+    check(momentum >= 0 && momentum < 1, "Sgd", "momentum in [0, 1)", momentum);
+  }
+  void step(std::vector<T>& params, const std::vector<T>& grads, double lr) {
+    check(params.size() == b_.size() && grads.size() == b_.size(), "Sgd::step",
+          str(b_.size(), " parameters and gradients"), params.size(), " and ", grads.size());
+    const int64_t n = static_cast<int64_t>(b_.size());
+    auto b = ops::VectorMap<T>(b_.data(), n).array();
+    b = T(momentum_) * b + ops::ConstVectorMap<T>(grads.data(), n).array();
+    ops::VectorMap<T>(params.data(), n).array() -= T(lr) * b;
+  }
+
+ private:
+  double momentum_;
+  std::vector<T> b_;
+};
+
+// lr(step) = base * (1 - step / total): linear decay towards 0 over `total` steps.
+struct LinearDecay {
+  double base = 1e-3;
+  int64_t total = 1;
+  double at(int64_t step) const {
+    return total <= 0 ? base : base * std::max(0.0, 1.0 - double(step) / double(total));
+  }
+};
+
+}  // namespace varnet

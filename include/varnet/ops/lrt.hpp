@@ -1,0 +1,65 @@
+// The local reparameterization trick's elementwise epilogues on the CPU.
+//
+// A Gaussian stochastic layer computes the output mean m and variance v with GEMMs, then
+//   y = m + eps * sqrt(v + e0),  eps = normal_at(key, index of y in (N, O, P) order).
+// Backward needs dL/dv = g * eps / (2 s) with s = sqrt(v + e0): forward stores
+// r = eps / (2 s) in place of v, so backward is one multiply and the noise is never regenerated
+// (the GPU backend recomputes eps instead; both give the same numbers).
+//
+// v (and r) are laid out channel-major (O, N * P) for convolutions, or (N, O) for dense layers,
+// which is the same as (N, O, P) with P = 1; `channel_major` says which.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "varnet/core/parallel.hpp"
+#include "varnet/core/random.hpp"
+#include "varnet/ops/noise_cpu.hpp"
+
+namespace varnet::ops {
+
+struct LrtLayout {
+  int64_t n = 0, o = 0, p = 1;
+  bool channel_major = false;
+  int64_t v_index(int64_t b, int64_t c, int64_t i) const {
+    return channel_major ? (c * n + b) * p + i : (b * o + c) * p + i;
+  }
+};
+
+// y (N, O, P) = mean + eps * sqrt(v + e0), where mean is y's current content when
+// `add_to_y`, else bias[o] (or 0). v is replaced by r = eps / (2 s).
+template <class T>
+void lrt_forward(const NoiseKey& key, const LrtLayout& L, const T* bias, bool add_to_y, T e0,
+                 T* v, T* y) {
+  parallel_for(L.n * L.o, [&](int64_t job) {
+    const int64_t b = job / L.o, c = job % L.o;
+    T* yrow = y + job * L.p;
+    T* vrow = v + L.v_index(b, c, 0);
+    // eps for this row, written into y's row when y holds no mean, else into a small buffer.
+    thread_local std::vector<T> eps;
+    eps.resize(static_cast<size_t>(L.p));
+    fill_normal(key, static_cast<uint64_t>(job * L.p), L.p, eps.data());
+    const T base = bias ? bias[c] : T(0);
+    for (int64_t i = 0; i < L.p; ++i) {
+      const T s = std::sqrt(vrow[i] + e0);
+      const T mean = add_to_y ? yrow[i] : base;
+      yrow[i] = mean + eps[i] * s;
+      vrow[i] = eps[i] / (T(2) * s);
+    }
+  });
+}
+
+// r (the buffer lrt_forward left) becomes dL/dv = dy * r.
+template <class T>
+void lrt_backward(const LrtLayout& L, const T* dy, T* r) {
+  parallel_for(L.n * L.o, [&](int64_t job) {
+    const int64_t b = job / L.o, c = job % L.o;
+    const T* g = dy + job * L.p;
+    T* rrow = r + L.v_index(b, c, 0);
+    for (int64_t i = 0; i < L.p; ++i) rrow[i] *= g[i];
+  });
+}
+
+}  // namespace varnet::ops

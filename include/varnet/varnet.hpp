@@ -1,0 +1,28 @@
+// varnet: the umbrella header for everything that needs only a C++17 compiler, Eigen and zlib.
+// GPU code includes varnet/cuda.hpp instead, which includes this.
+#pragma once
+
+#include "varnet/core/context.hpp"
+#include "varnet/core/error.hpp"
+#include "varnet/core/params.hpp"
+#include "varnet/core/philox.hpp"
+#include "varnet/core/random.hpp"
+#include "varnet/core/tensor.hpp"
+#include "varnet/data/batches.hpp"
+#include "varnet/data/idx.hpp"
+#include "varnet/eval/ensemble.hpp"
+#include "varnet/layers/activations.hpp"
+#include "varnet/layers/batchnorm.hpp"
+#include "varnet/layers/conv2d.hpp"
+#include "varnet/layers/dropout.hpp"
+#include "varnet/layers/flatten.hpp"
+#include "varnet/layers/layer.hpp"
+#include "varnet/layers/linear.hpp"
+#include "varnet/layers/pooling.hpp"
+#include "varnet/layers/variance.hpp"
+#include "varnet/models/lenet5.hpp"
+#include "varnet/nn/loss.hpp"
+#include "varnet/nn/network.hpp"
+#include "varnet/nn/optimizer.hpp"
+#include "varnet/nn/serialize.hpp"
+#include "varnet/nn/trainer.hpp"
