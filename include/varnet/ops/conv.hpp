@@ -42,6 +42,14 @@ void im2col(const T* x, int64_t n, const ConvGeometry& g, T* cols) {
         continue;
       }
       const T* src = plane + ih * g.in_w;
+      if (g.stride == 1) {  // a contiguous run, zero-padded at both ends
+        const int64_t j0 = std::clamp<int64_t>(g.pad - kw, 0, ow);
+        const int64_t j1 = std::clamp<int64_t>(g.in_w + g.pad - kw, j0, ow);
+        std::fill(row, row + j0, T(0));
+        std::copy(src + j0 - g.pad + kw, src + j1 - g.pad + kw, row + j0);
+        std::fill(row + j1, row + ow, T(0));
+        continue;
+      }
       for (int64_t j = 0; j < ow; ++j) {
         const int64_t iw = j * g.stride - g.pad + kw;
         row[j] = (iw >= 0 && iw < g.in_w) ? src[iw] : T(0);

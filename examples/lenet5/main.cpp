@@ -1,0 +1,209 @@
+// lenet5: trains and evaluates a variance LeNet-5 (PAPER.md sections 5-6) on MNIST-format data.
+//
+//   lenet5 [--data DIR] [--var-layers 1] [--dist gaussian] [--epochs 5] ...   (--help lists all)
+//
+// Steps: parse and check the arguments; read the four IDX files; build LeNet-5 with the chosen
+// weight layers as variance layers; train with Adam and a linearly decaying learning rate,
+// printing a line per epoch; evaluate mean propagation and ensembles; print a JSON line last.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "../common/cli.hpp"
+#include "varnet/varnet.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using varnet::str;
+
+const char* kHelp = R"(lenet5: train and evaluate a variance LeNet-5 on MNIST-format data
+
+  --data DIR            directory with train-images-idx3-ubyte, train-labels-idx1-ubyte,
+                        t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each raw or .gz)
+                        [/usr/share/datasets/fashion-mnist]
+  --var-layers LIST     which weight layers (1-4) are variance layers, e.g. 1,2,3, or none [1]
+  --dist D              gaussian|bernoulli|uniform, or none for the deterministic twin [gaussian]
+  --param P             sigma|log_sigma2: what the variance layers learn [sigma]
+  --train-samples K     samples per step of the K-sample objective [1]
+  --epochs E            training epochs [5]
+  --batch B             mini-batch size [128]
+  --lr LR               Adam learning rate, decayed linearly to 0 [0.001]
+  --seed S              seed of initialisation, noise and data order [0]
+  --samples LIST        ensemble sizes to evaluate [1,10,100]
+  --train-limit N       use the first N training images only (quick runs) [all]
+  --eval-batch B        evaluation batch size (also the batch of batch statistics) [1000]
+  --save PATH           save the trained network as safetensors
+  --overwrite           allow --save to replace an existing file
+  --no-finite-check     do not stop at the first non-finite loss or gradient
+  --help                this text
+
+The last line of output is JSON with test_acc_mean, test_acc_K and test_nll_K for each K,
+test_acc_10_batchstats, train_img_per_s, epochs and the configuration.
+)";
+
+struct Config {
+  std::string data, dist, param, save;
+  std::vector<int64_t> var_layers, samples;
+  int64_t train_samples, epochs, batch, seed, train_limit, eval_batch;
+  double lr;
+  bool overwrite, finite_check;
+};
+
+Config parse(int argc, char** argv) {
+  const varnet::cli::Args a(argc, argv,
+                            {"--data", "--var-layers", "--dist", "--param", "--train-samples",
+                             "--epochs", "--batch", "--lr", "--seed", "--samples", "--save",
+                             "--train-limit", "--eval-batch"},
+                            {"--help", "--overwrite", "--no-finite-check"});
+  if (a.has("--help")) {
+    std::cout << kHelp;
+    std::exit(0);
+  }
+  Config c;
+  c.data = a.get("--data", "/usr/share/datasets/fashion-mnist");
+  c.var_layers = a.get_int_list("--var-layers", "1", 1, 4);
+  c.dist = a.get_choice("--dist", "gaussian", {"gaussian", "bernoulli", "uniform", "none"});
+  c.param = a.get_choice("--param", "sigma", {"sigma", "log_sigma2"});
+  c.train_samples = a.get_int("--train-samples", 1, 1, 64);
+  c.epochs = a.get_int("--epochs", 5, 1, 100000);
+  c.batch = a.get_int("--batch", 128, 2, 65536);
+  c.lr = a.get_double("--lr", 1e-3, 1e-12, 10);
+  c.seed = a.get_int("--seed", 0, 0, INT64_MAX);
+  c.samples = a.get_int_list("--samples", "1,10,100", 1, 10000);
+  c.train_limit = a.get_int("--train-limit", 0, 0, INT64_MAX);
+  c.eval_batch = a.get_int("--eval-batch", 1000, 2, 65536);
+  c.save = a.get("--save", "");
+  c.overwrite = a.has("--overwrite");
+  c.finite_check = !a.has("--no-finite-check");
+  if (c.dist == "none") c.var_layers.clear();
+  if (!c.save.empty()) {  // fail now, not after hours of training
+    namespace fs = std::filesystem;
+    const fs::path p(c.save);
+    const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+    varnet::check(fs::is_directory(dir), "--save", "a path in an existing directory",
+                  "'" + c.save + "'");
+    varnet::check(c.overwrite || !fs::exists(p), "--save",
+                  "a path that does not exist yet (or --overwrite)", "an existing file '" + c.save + "'");
+  }
+  return c;
+}
+
+std::string json_list(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+int run(const Config& c) {
+  using T = float;
+  std::cout << "reading " << c.data << "\n";
+  varnet::data::MnistFormatData d = varnet::data::load_mnist_dir(c.data);
+  if (c.train_limit > 0 && c.train_limit < d.train.images.shape().n) {
+    const auto s = d.train.images.shape();
+    d.train.images.resize(s.with_batch(c.train_limit));  // keeps the first N images
+    d.train.labels.resize(size_t(c.train_limit));
+  }
+  const varnet::Shape in = d.train.images.shape();
+  varnet::check(in.n >= c.batch, "--batch", str("at most the training set size ", in.n), c.batch);
+  std::cout << "train " << in.n << " images, test " << d.test.images.shape().n << ", "
+            << in.h << "x" << in.w << ", " << d.train.classes << " classes\n";
+
+  varnet::LeNet5Config cfg;
+  cfg.variance_layers.assign(c.var_layers.begin(), c.var_layers.end());
+  if (c.dist != "none") cfg.variance.dist = varnet::parse_weight_dist(c.dist);
+  cfg.variance.param = c.param == "sigma" ? varnet::VarianceParam::sigma
+                                          : varnet::VarianceParam::log_sigma2;
+  cfg.classes = std::max(d.train.classes, d.test.classes);
+  varnet::Network<T> net = varnet::make_lenet5<T>(cfg, in.with_batch(1), uint64_t(c.seed));
+  std::cout << "LeNet-5:\n" << net.summary();
+
+  varnet::Adam<T> adam(net.params().size());
+  varnet::Trainer<T, varnet::Adam<T>> trainer(net, adam, int(c.train_samples), uint64_t(c.seed),
+                                              c.finite_check);
+  const int64_t steps_per_epoch = in.n / c.batch;  // the last partial batch is dropped
+  const varnet::LinearDecay lr{c.lr, steps_per_epoch * c.epochs};
+  varnet::Tensor<T> x;
+  std::vector<int32_t> y;
+  double train_seconds = 0;
+  for (int64_t e = 0; e < c.epochs; ++e) {
+    const auto order = varnet::data::shuffled_order(in.n, uint64_t(c.seed), uint32_t(e));
+    const auto t0 = Clock::now();
+    double loss = 0;
+    int64_t correct = 0;
+    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+      varnet::data::gather_batch(d.train, order, s * c.batch, c.batch, x, y);
+      const varnet::LossResult r = trainer.step(x.view(), y.data(), lr.at(trainer.steps()));
+      loss += r.loss;
+      correct += r.correct;
+    }
+    const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+    train_seconds += sec;
+    std::printf("epoch %lld/%lld  loss %.4f  train acc %.4f  %.0f img/s  (%.1f s)\n",
+                (long long)e + 1, (long long)c.epochs, loss / double(steps_per_epoch),
+                double(correct) / double(steps_per_epoch * c.batch),
+                double(steps_per_epoch * c.batch) / sec, sec);
+    std::fflush(stdout);
+  }
+  const double img_per_s = double(steps_per_epoch * c.batch * c.epochs) / train_seconds;
+
+  // Evaluation: mean propagation, ensembles of each size, and 10 samples with batch statistics.
+  std::string json = "{";
+  const auto evaluate = [&](const std::string& label, int k, varnet::PredictMode mode,
+                            bool batch_stats) {
+    varnet::EnsembleOptions o;
+    o.samples = k;
+    o.mode = mode;
+    o.batch_stats = batch_stats;
+    o.batch = c.eval_batch;
+    o.seed = uint64_t(c.seed);
+    const auto t0 = Clock::now();
+    const varnet::EnsembleResult r = varnet::evaluate_ensemble(net, d.test, o);
+    std::printf("test %-32s acc %.4f  nll %.4f  (%.1f s)\n", label.c_str(), r.accuracy, r.nll,
+                std::chrono::duration<double>(Clock::now() - t0).count());
+    std::fflush(stdout);
+    return r;
+  };
+  const auto mean = evaluate("mean propagation", 1, varnet::PredictMode::mean, false);
+  json += str("\"test_acc_mean\":", mean.accuracy, ",\"test_nll_mean\":", mean.nll);
+  for (int64_t k : c.samples) {
+    const auto r = evaluate(str("ensemble of ", k), int(k), varnet::PredictMode::sample, false);
+    json += str(",\"test_acc_", k, "\":", r.accuracy, ",\"test_nll_", k, "\":", r.nll);
+  }
+  const auto bs = evaluate("ensemble of 10, batch statistics", 10, varnet::PredictMode::sample, true);
+  json += str(",\"test_acc_10_batchstats\":", bs.accuracy, ",\"test_nll_10_batchstats\":", bs.nll);
+  json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs);
+  json += str(",\"var_layers\":", json_list(c.var_layers), ",\"dist\":\"", c.dist,
+              "\",\"param\":\"", c.param, "\",\"train_samples\":", c.train_samples,
+              ",\"batch\":", c.batch, ",\"lr\":", c.lr, ",\"seed\":", c.seed,
+              ",\"train_images\":", in.n, ",\"batchnorm_eval\":\"running statistics\"}");
+
+  if (!c.save.empty()) {
+    varnet::save_network(net, c.save,
+                         {{"model", "lenet5"},
+                          {"var_layers", json_list(c.var_layers)},
+                          {"dist", c.dist},
+                          {"param", c.param},
+                          {"classes", std::to_string(cfg.classes)}});
+    std::cout << "saved " << c.save << "\n";
+  }
+  std::cout << json << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse(argc, argv));
+  } catch (const varnet::Error& e) {
+    std::cerr << "lenet5: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "lenet5: unexpected error: " << e.what() << "\n";
+    return 3;
+  }
+}
