@@ -60,7 +60,8 @@ class Args {
     size_t start = 0;
     while (start <= s.size()) {
       const size_t comma = s.find(',', start);
-      const std::string part = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      const std::string part =
+          s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
       out.push_back(parse_int(f, part, lo, hi));
       if (comma == std::string::npos) break;
       start = comma + 1;

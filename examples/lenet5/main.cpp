@@ -54,11 +54,11 @@ struct Config {
 };
 
 Config parse(int argc, char** argv) {
-  const varnet::cli::Args a(argc, argv,
-                            {"--data", "--var-layers", "--dist", "--param", "--train-samples",
-                             "--epochs", "--batch", "--lr", "--seed", "--samples", "--save",
-                             "--train-limit", "--eval-batch"},
-                            {"--help", "--overwrite", "--no-finite-check"});
+  const varnet::cli::Args a(
+      argc, argv,
+      {"--data", "--var-layers", "--dist", "--param", "--train-samples", "--epochs", "--batch",
+       "--lr", "--seed", "--samples", "--save", "--train-limit", "--eval-batch"},
+      {"--help", "--overwrite", "--no-finite-check"});
   if (a.has("--help")) {
     std::cout << kHelp;
     std::exit(0);
@@ -87,7 +87,8 @@ Config parse(int argc, char** argv) {
     varnet::check(fs::is_directory(dir), "--save", "a path in an existing directory",
                   "'" + c.save + "'");
     varnet::check(c.overwrite || !fs::exists(p), "--save",
-                  "a path that does not exist yet (or --overwrite)", "an existing file '" + c.save + "'");
+                  "a path that does not exist yet (or --overwrite)",
+                  "an existing file '" + c.save + "'");
   }
   return c;
 }
@@ -109,14 +110,14 @@ int run(const Config& c) {
   }
   const varnet::Shape in = d.train.images.shape();
   varnet::check(in.n >= c.batch, "--batch", str("at most the training set size ", in.n), c.batch);
-  std::cout << "train " << in.n << " images, test " << d.test.images.shape().n << ", "
-            << in.h << "x" << in.w << ", " << d.train.classes << " classes\n";
+  std::cout << "train " << in.n << " images, test " << d.test.images.shape().n << ", " << in.h
+            << "x" << in.w << ", " << d.train.classes << " classes\n";
 
   varnet::LeNet5Config cfg;
   cfg.variance_layers.assign(c.var_layers.begin(), c.var_layers.end());
   if (c.dist != "none") cfg.variance.dist = varnet::parse_weight_dist(c.dist);
-  cfg.variance.param = c.param == "sigma" ? varnet::VarianceParam::sigma
-                                          : varnet::VarianceParam::log_sigma2;
+  cfg.variance.param =
+      c.param == "sigma" ? varnet::VarianceParam::sigma : varnet::VarianceParam::log_sigma2;
   cfg.classes = std::max(d.train.classes, d.test.classes);
   varnet::Network<T> net = varnet::make_lenet5<T>(cfg, in.with_batch(1), uint64_t(c.seed));
   std::cout << "LeNet-5:\n" << net.summary();
@@ -173,7 +174,8 @@ int run(const Config& c) {
     const auto r = evaluate(str("ensemble of ", k), int(k), varnet::PredictMode::sample, false);
     json += str(",\"test_acc_", k, "\":", r.accuracy, ",\"test_nll_", k, "\":", r.nll);
   }
-  const auto bs = evaluate("ensemble of 10, batch statistics", 10, varnet::PredictMode::sample, true);
+  const auto bs =
+      evaluate("ensemble of 10, batch statistics", 10, varnet::PredictMode::sample, true);
   json += str(",\"test_acc_10_batchstats\":", bs.accuracy, ",\"test_nll_10_batchstats\":", bs.nll);
   json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs);
   json += str(",\"var_layers\":", json_list(c.var_layers), ",\"dist\":\"", c.dist,

@@ -13,7 +13,9 @@ namespace varnet {
 // its expectation (the weight scaling rule); a variance layer then outputs its bias only.
 enum class PredictMode { sample, mean };
 
-inline const char* to_string(PredictMode m) { return m == PredictMode::sample ? "sample" : "mean"; }
+inline const char* to_string(PredictMode m) {
+  return m == PredictMode::sample ? "sample" : "mean";
+}
 inline PredictMode parse_predict_mode(const std::string& s) {
   if (s == "sample") return PredictMode::sample;
   if (s == "mean") return PredictMode::mean;
@@ -21,7 +23,7 @@ inline PredictMode parse_predict_mode(const std::string& s) {
 }
 
 struct Context {
-  bool training = true;             // batch norm uses and updates batch statistics
+  bool training = true;                    // batch norm uses and updates batch statistics
   PredictMode mode = PredictMode::sample;  // network-wide; a layer may override it
   bool batch_stats_in_eval = false;  // batch norm: use the batch's own statistics in evaluation
   uint64_t seed = 0;

@@ -41,8 +41,7 @@ std::string str(Args&&... args) {
 
 // Checks a user-facing precondition; the message pieces are only built when it fails.
 template <class Cond, class... Args>
-void check(const Cond& ok, const std::string& where, const std::string& expected,
-           Args&&... found) {
+void check(const Cond& ok, const std::string& where, const std::string& expected, Args&&... found) {
   if (!ok) fail(where, expected, str(std::forward<Args>(found)...));
 }
 

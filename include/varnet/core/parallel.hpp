@@ -1,21 +1,26 @@
-// parallel_for: a static OpenMP loop when OpenMP is enabled, a plain loop otherwise. Small loops
-// stay serial, since waking the thread team costs more than they do.
+// parallel_for: a static OpenMP loop when OpenMP is enabled, a plain loop otherwise. Loops with
+// little work stay serial: waking the thread team costs microseconds, and far more when other
+// processes load the cores.
 #pragma once
 
 #include <cstdint>
 
 namespace varnet {
 
+// Runs body(i) for i in [0, n). `work_per_item` estimates the elements each call touches; the
+// loop runs in parallel only when the total reaches kParallelWork.
+constexpr int64_t kParallelWork = int64_t(1) << 15;
+
 template <class F>
-void parallel_for(int64_t n, F&& body, int64_t serial_below = 2) {
+void parallel_for(int64_t n, F&& body, int64_t work_per_item = 1) {
 #if defined(_OPENMP)
-  if (n >= serial_below) {
+  if (n >= 2 && n * work_per_item >= kParallelWork) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) body(i);
     return;
   }
 #else
-  (void)serial_below;
+  (void)work_per_item;
 #endif
   for (int64_t i = 0; i < n; ++i) body(i);
 }

@@ -8,8 +8,8 @@
 // state, which has no gradient and no optimizer update.
 #pragma once
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>

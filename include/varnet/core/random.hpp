@@ -43,10 +43,11 @@ struct NoiseKey {
   }
 };
 
-// A 32-bit word to a float uniform on the open interval (0, 1): 24 bits, centred in their cell,
-// so that log(u) is always finite.
+// A 32-bit word to a float uniform on the open interval (0, 1): its top 23 bits, centred in
+// their cell. Every value is exact in float (k + 0.5 < 2^23 needs no rounding), so the result is
+// never 0 or 1 and log(u) is always finite.
 VARNET_HOST_DEVICE float uniform_open01(uint32_t x) {
-  return (static_cast<float>(x >> 8) + 0.5f) * (1.0f / 16777216.0f);
+  return (static_cast<float>(x >> 9) + 0.5f) * (1.0f / 8388608.0f);
 }
 
 // Box-Muller: two words to two standard normals. Elements 4b, 4b+1 use words 0, 1 and elements

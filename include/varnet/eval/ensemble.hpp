@@ -51,8 +51,8 @@ EnsembleResult evaluate_ensemble(Network<T>& net, const data::LabeledImages& d,
     data::gather_batch(d, order, first, b, x, y);
     prob.assign(size_t(b * c), 0.0);
     for (int k = 0; k < opt.samples; ++k) {
-      const Context ctx = Context::eval(opt.seed, opt.mode, stream::kEnsembleBase + uint32_t(k),
-                                        opt.batch_stats);
+      const Context ctx =
+          Context::eval(opt.seed, opt.mode, stream::kEnsembleBase + uint32_t(k), opt.batch_stats);
       const ConstView<T> z = net.forward(x.view(), ctx);
       for (int64_t i = 0; i < b; ++i) {
         const T* row = z.data + i * c;
@@ -60,7 +60,8 @@ EnsembleResult evaluate_ensemble(Network<T>& net, const data::LabeledImages& d,
         for (int64_t j = 1; j < c; ++j) mx = std::max(mx, row[j]);
         double s = 0;
         for (int64_t j = 0; j < c; ++j) s += std::exp(double(row[j] - mx));
-        for (int64_t j = 0; j < c; ++j) prob[size_t(i * c + j)] += std::exp(double(row[j] - mx)) / s;
+        for (int64_t j = 0; j < c; ++j)
+          prob[size_t(i * c + j)] += std::exp(double(row[j] - mx)) / s;
       }
     }
     for (int64_t i = 0; i < b; ++i) {

@@ -49,36 +49,39 @@ class BatchNorm : public Layer<T> {
     const T *gamma = this->param(gamma_), *beta = this->param(beta_);
     T *rmean = this->param(mean_), *rvar = this->param(var_);
     const bool batch = use_batch(ctx);
-    parallel_for(c_, [&](int64_t c) {
-      T mean = rmean[c], var = rvar[c];
-      if (batch) {
-        T s = 0, s2 = 0;
-        for (int64_t b = 0; b < n; ++b) {
-          const T* src = x.data + (b * c_ + c) * P;
-          for (int64_t i = 0; i < P; ++i) s += src[i];
-        }
-        mean = s / count;
-        for (int64_t b = 0; b < n; ++b) {
-          const T* src = x.data + (b * c_ + c) * P;
-          for (int64_t i = 0; i < P; ++i) s2 += (src[i] - mean) * (src[i] - mean);
-        }
-        var = s2 / count;
-        if (ctx.training) {
-          const T m = T(momentum_);
-          rmean[c] = (1 - m) * rmean[c] + m * mean;
-          rvar[c] = (1 - m) * rvar[c] + m * var * count / (count - 1);
-        }
-      }
-      const T is = T(1) / std::sqrt(var + T(eps_));
-      inv_std[c] = is;
-      for (int64_t b = 0; b < n; ++b) {
-        const int64_t off = (b * c_ + c) * P;
-        for (int64_t i = 0; i < P; ++i) {
-          xhat[off + i] = (x.data[off + i] - mean) * is;
-          y.data[off + i] = gamma[c] * xhat[off + i] + beta[c];
-        }
-      }
-    });
+    parallel_for(
+        c_,
+        [&](int64_t c) {
+          T mean = rmean[c], var = rvar[c];
+          if (batch) {
+            T s = 0, s2 = 0;
+            for (int64_t b = 0; b < n; ++b) {
+              const T* src = x.data + (b * c_ + c) * P;
+              for (int64_t i = 0; i < P; ++i) s += src[i];
+            }
+            mean = s / count;
+            for (int64_t b = 0; b < n; ++b) {
+              const T* src = x.data + (b * c_ + c) * P;
+              for (int64_t i = 0; i < P; ++i) s2 += (src[i] - mean) * (src[i] - mean);
+            }
+            var = s2 / count;
+            if (ctx.training) {
+              const T m = T(momentum_);
+              rmean[c] = (1 - m) * rmean[c] + m * mean;
+              rvar[c] = (1 - m) * rvar[c] + m * var * count / (count - 1);
+            }
+          }
+          const T is = T(1) / std::sqrt(var + T(eps_));
+          inv_std[c] = is;
+          for (int64_t b = 0; b < n; ++b) {
+            const int64_t off = (b * c_ + c) * P;
+            for (int64_t i = 0; i < P; ++i) {
+              xhat[off + i] = (x.data[off + i] - mean) * is;
+              y.data[off + i] = gamma[c] * xhat[off + i] + beta[c];
+            }
+          }
+        },
+        3 * n * P);
   }
 
   void backward(ConstView<T> x, ConstView<T>, ConstView<T> dy, TensorView<T> dx, T* scratch,
@@ -89,29 +92,32 @@ class BatchNorm : public Layer<T> {
     const T* gamma = this->param(gamma_);
     T *dgamma = this->grad(gamma_), *dbeta = this->grad(beta_);
     const bool batch = use_batch(ctx);
-    parallel_for(c_, [&](int64_t c) {
-      T sum_dy = 0, sum_dy_xhat = 0;
-      for (int64_t b = 0; b < n; ++b) {
-        const int64_t off = (b * c_ + c) * P;
-        for (int64_t i = 0; i < P; ++i) {
-          sum_dy += dy.data[off + i];
-          sum_dy_xhat += dy.data[off + i] * xhat[off + i];
-        }
-      }
-      dgamma[c] += sum_dy_xhat;
-      dbeta[c] += sum_dy;
-      if (!dx.data) return;
-      const T k = gamma[c] * inv_std[c];
-      for (int64_t b = 0; b < n; ++b) {
-        const int64_t off = (b * c_ + c) * P;
-        for (int64_t i = 0; i < P; ++i) {
-          // Batch statistics depend on x too: subtract the mean and the projection on xhat.
-          dx.data[off + i] = batch ? k * (dy.data[off + i] - sum_dy / count -
-                                          xhat[off + i] * sum_dy_xhat / count)
-                                   : k * dy.data[off + i];
-        }
-      }
-    });
+    parallel_for(
+        c_,
+        [&](int64_t c) {
+          T sum_dy = 0, sum_dy_xhat = 0;
+          for (int64_t b = 0; b < n; ++b) {
+            const int64_t off = (b * c_ + c) * P;
+            for (int64_t i = 0; i < P; ++i) {
+              sum_dy += dy.data[off + i];
+              sum_dy_xhat += dy.data[off + i] * xhat[off + i];
+            }
+          }
+          dgamma[c] += sum_dy_xhat;
+          dbeta[c] += sum_dy;
+          if (!dx.data) return;
+          const T k = gamma[c] * inv_std[c];
+          for (int64_t b = 0; b < n; ++b) {
+            const int64_t off = (b * c_ + c) * P;
+            for (int64_t i = 0; i < P; ++i) {
+              // Batch statistics depend on x too: subtract the mean and the projection on xhat.
+              dx.data[off + i] = batch ? k * (dy.data[off + i] - sum_dy / count -
+                                              xhat[off + i] * sum_dy_xhat / count)
+                                       : k * dy.data[off + i];
+            }
+          }
+        },
+        3 * n * P);
   }
 
  private:

@@ -40,8 +40,8 @@ class ConvShaped : public Layer<T> {
 
  protected:
   ops::ConvGeometry geometry(const Shape& in) const {
-    return ops::ConvGeometry{in_c_, in.h, in.w, out_c_, opt_.kernel, opt_.kernel, opt_.stride,
-                             opt_.pad};
+    return ops::ConvGeometry{in_c_,       in.h,        in.w,        out_c_,
+                             opt_.kernel, opt_.kernel, opt_.stride, opt_.pad};
   }
   Shape weight_shape() const { return Shape(out_c_, in_c_, opt_.kernel, opt_.kernel); }
   int64_t in_c_, out_c_;
@@ -55,8 +55,8 @@ class Conv2d : public ConvShaped<T> {
 
   std::string kind() const override { return "Conv2d"; }
   void declare(ParamTable& t) override {
-    weight_ = t.declare(this->name() + ".weight", this->weight_shape(), Init::fan_in(this->fan_in()),
-                        this->id());
+    weight_ = t.declare(this->name() + ".weight", this->weight_shape(),
+                        Init::fan_in(this->fan_in()), this->id());
     if (this->opt_.bias)
       bias_ = t.declare(this->name() + ".bias", Shape(this->out_c_, 1),
                         Init::fan_in(this->fan_in()), this->id());

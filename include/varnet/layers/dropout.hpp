@@ -37,7 +37,8 @@ class Dropout : public Layer<T> {
     const float keep = static_cast<float>(1 - p_);
     const T scale = T(1) / T(1 - p_);
     const NoiseKey key = this->noise_key(ctx);
-    ops::fill_from_words(key, 0, n, out, [&](uint32_t w) { return uniform_open01(w) < keep ? 1.0f : 0.0f; });
+    ops::fill_from_words(key, 0, n, out,
+                         [&](uint32_t w) { return uniform_open01(w) < keep ? 1.0f : 0.0f; });
     for (int64_t i = 0; i < n; ++i) out[i] = out[i] * in[i] * scale;
   }
   double p_;

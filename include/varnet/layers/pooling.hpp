@@ -17,7 +17,9 @@ class MaxPool2d : public Layer<T> {
           "kernel ", kernel, ", stride ", stride);
   }
   std::string kind() const override { return "MaxPool2d"; }
-  std::string describe() const override { return str(kind(), "(", k_, "x", k_, ", stride ", s_, ")"); }
+  std::string describe() const override {
+    return str(kind(), "(", k_, "x", k_, ", stride ", s_, ")");
+  }
   Shape output_shape(const Shape& in) const override {
     check(in.h >= k_ && in.w >= k_, this->where(), str("an input of at least ", k_, "x", k_),
           "input of shape ", in);
@@ -26,26 +28,32 @@ class MaxPool2d : public Layer<T> {
   void forward(ConstView<T> x, TensorView<T> y, T*, const Context&) override {
     const Shape& is = x.shape;
     const Shape& os = y.shape;
-    parallel_for(is.n * is.c, [&](int64_t plane) {
-      const T* src = x.data + plane * is.plane();
-      T* dst = y.data + plane * os.plane();
-      for (int64_t i = 0; i < os.h; ++i)
-        for (int64_t j = 0; j < os.w; ++j) dst[i * os.w + j] = src[argmax(src, is.w, i, j)];
-    });
+    parallel_for(
+        is.n * is.c,
+        [&](int64_t plane) {
+          const T* src = x.data + plane * is.plane();
+          T* dst = y.data + plane * os.plane();
+          for (int64_t i = 0; i < os.h; ++i)
+            for (int64_t j = 0; j < os.w; ++j) dst[i * os.w + j] = src[argmax(src, is.w, i, j)];
+        },
+        is.plane());
   }
   void backward(ConstView<T> x, ConstView<T> y, ConstView<T> dy, TensorView<T> dx, T*,
                 const Context&) override {
     if (!dx.data) return;
     const Shape& is = x.shape;
     const Shape& os = y.shape;
-    parallel_for(is.n * is.c, [&](int64_t plane) {
-      const T* src = x.data + plane * is.plane();
-      const T* g = dy.data + plane * os.plane();
-      T* d = dx.data + plane * is.plane();
-      std::fill(d, d + is.plane(), T(0));
-      for (int64_t i = 0; i < os.h; ++i)
-        for (int64_t j = 0; j < os.w; ++j) d[argmax(src, is.w, i, j)] += g[i * os.w + j];
-    });
+    parallel_for(
+        is.n * is.c,
+        [&](int64_t plane) {
+          const T* src = x.data + plane * is.plane();
+          const T* g = dy.data + plane * os.plane();
+          T* d = dx.data + plane * is.plane();
+          std::fill(d, d + is.plane(), T(0));
+          for (int64_t i = 0; i < os.h; ++i)
+            for (int64_t j = 0; j < os.w; ++j) d[argmax(src, is.w, i, j)] += g[i * os.w + j];
+        },
+        is.plane());
   }
 
  private:

@@ -27,7 +27,9 @@ enum class WeightDist { gaussian, bernoulli, uniform };
 enum class VarianceParam { sigma, log_sigma2 };
 
 inline const char* to_string(WeightDist d) {
-  return d == WeightDist::gaussian ? "gaussian" : d == WeightDist::bernoulli ? "bernoulli" : "uniform";
+  return d == WeightDist::gaussian    ? "gaussian"
+         : d == WeightDist::bernoulli ? "bernoulli"
+                                      : "uniform";
 }
 inline WeightDist parse_weight_dist(const std::string& s) {
   if (s == "gaussian") return WeightDist::gaussian;
@@ -51,10 +53,13 @@ template <class T>
 struct ZeroMeanWeights {
   VarianceOptions opt;
 
-  const char* param_name() const { return opt.param == VarianceParam::sigma ? "sigma" : "log_sigma2"; }
+  const char* param_name() const {
+    return opt.param == VarianceParam::sigma ? "sigma" : "log_sigma2";
+  }
   Init init(int64_t fan_in) const {
     const double bound = 1.0 / std::sqrt(double(fan_in));
-    return opt.param == VarianceParam::sigma ? Init::uniform(bound) : Init::log_square_uniform(bound);
+    return opt.param == VarianceParam::sigma ? Init::uniform(bound)
+                                             : Init::log_square_uniform(bound);
   }
   // s2 = sigma^2 or exp(log sigma2)
   void variance(const T* p, T* s2, int64_t n) const {
@@ -110,7 +115,8 @@ inline std::string describe_variance(const VarianceOptions& o) {
 template <class T>
 void fill_with_bias(const T* bias, int64_t rows, int64_t o, int64_t p, T* y) {
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < o; ++c) std::fill(y + (r * o + c) * p, y + (r * o + c + 1) * p, bias ? bias[c] : T(0));
+    for (int64_t c = 0; c < o; ++c)
+      std::fill(y + (r * o + c) * p, y + (r * o + c + 1) * p, bias ? bias[c] : T(0));
 }
 
 template <class T>
@@ -134,7 +140,8 @@ class VarianceLinear : public Layer<T> {
     return Shape(in.n, out_);
   }
   void declare(ParamTable& t) override {
-    param_ = t.declare(this->name() + "." + w_.param_name(), Shape(out_, in_), w_.init(in_), this->id());
+    param_ =
+        t.declare(this->name() + "." + w_.param_name(), Shape(out_, in_), w_.init(in_), this->id());
     if (w_.opt.bias)
       bias_ = t.declare(this->name() + ".bias", Shape(out_, 1), Init::fan_in(in_), this->id());
   }
@@ -151,9 +158,11 @@ class VarianceLinear : public Layer<T> {
     if (w_.opt.dist == WeightDist::gaussian) {
       T *s2 = scratch, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
       w_.variance(p, s2, OI);
-      ops::VectorMap<T>(x2, n * in_).array() = ops::ConstVectorMap<T>(x.data, n * in_).array().square();
-      ops::matrix(v, n, out_).noalias() = ops::matrix(static_cast<const T*>(x2), n, in_) *
-                                          ops::matrix(static_cast<const T*>(s2), out_, in_).transpose();
+      ops::VectorMap<T>(x2, n * in_).array() =
+          ops::ConstVectorMap<T>(x.data, n * in_).array().square();
+      ops::matrix(v, n, out_).noalias() =
+          ops::matrix(static_cast<const T*>(x2), n, in_) *
+          ops::matrix(static_cast<const T*>(s2), out_, in_).transpose();
       ops::lrt_forward(this->noise_key(ctx), ops::LrtLayout{n, out_, 1, false}, bias(), false,
                        T(w_.opt.e0), v, y.data);
     } else {
@@ -178,7 +187,8 @@ class VarianceLinear : public Layer<T> {
       T *s2 = scratch, *ds2 = scratch + OI, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
       ops::lrt_backward(ops::LrtLayout{n, out_, 1, false}, dy.data, v);  // v now holds dL/dv
       const auto dV = ops::matrix(static_cast<const T*>(v), n, out_);
-      ops::matrix(ds2, out_, in_).noalias() = dV.transpose() * ops::matrix(static_cast<const T*>(x2), n, in_);
+      ops::matrix(ds2, out_, in_).noalias() =
+          dV.transpose() * ops::matrix(static_cast<const T*>(x2), n, in_);
       w_.grad_from_variance(p, s2, ds2, dp, OI);
       if (dx.data) {  // dx = 2 x * (dL/dv . sigma2)
         auto DX = ops::matrix(dx.data, n, in_);
@@ -188,7 +198,8 @@ class VarianceLinear : public Layer<T> {
     } else {
       T *w = scratch, *xi = scratch + OI, *dw = scratch + 2 * OI;
       std::fill(dw, dw + OI, T(0));
-      ops::dense_backward(x.data, dy.data, static_cast<const T*>(w), dw, static_cast<T*>(nullptr), dx.data, n, in_, out_);
+      ops::dense_backward(x.data, dy.data, static_cast<const T*>(w), dw, static_cast<T*>(nullptr),
+                          dx.data, n, in_, out_);
       w_.grad_from_weight(p, xi, dw, dp, OI);
     }
   }
@@ -219,8 +230,8 @@ class VarianceConv2d : public ConvShaped<T> {
     param_ = t.declare(this->name() + "." + w_.param_name(), this->weight_shape(),
                        w_.init(this->fan_in()), this->id());
     if (w_.opt.bias)
-      bias_ = t.declare(this->name() + ".bias", Shape(this->out_c_, 1), Init::fan_in(this->fan_in()),
-                        this->id());
+      bias_ = t.declare(this->name() + ".bias", Shape(this->out_c_, 1),
+                        Init::fan_in(this->fan_in()), this->id());
   }
   // gaussian: sigma2, dsigma2 (O, R); squared columns (R, NP); variances (O, NP)
   // others:   w, xi, dw (O, R); columns (R, NP); channel-major output (O, NP)
@@ -248,7 +259,8 @@ class VarianceConv2d : public ConvShaped<T> {
     } else {
       T *w = scratch, *xi = scratch + OR, *cols = scratch + 3 * OR;
       w_.sample(this->noise_key(ctx), p, w, xi, OR);
-      ops::conv_forward(x.data, static_cast<const T*>(w), bias(), y.data, n, g, cols, cols + R * NP);
+      ops::conv_forward(x.data, static_cast<const T*>(w), bias(), y.data, n, g, cols,
+                        cols + R * NP);
     }
   }
 
@@ -268,7 +280,8 @@ class VarianceConv2d : public ConvShaped<T> {
       T *s2 = scratch, *ds2 = scratch + OR, *cols2 = scratch + 2 * OR, *v = cols2 + R * NP;
       ops::lrt_backward(ops::LrtLayout{n, g.out_c, g.plane(), true}, dy.data, v);  // dL/dv
       const auto dV = ops::matrix(static_cast<const T*>(v), g.out_c, NP);
-      ops::matrix(ds2, g.out_c, R).noalias() = dV * ops::matrix(static_cast<const T*>(cols2), R, NP).transpose();
+      ops::matrix(ds2, g.out_c, R).noalias() =
+          dV * ops::matrix(static_cast<const T*>(cols2), R, NP).transpose();
       w_.grad_from_variance(p, s2, ds2, dp, OR);
       if (dx.data) {  // dx = 2 x * col2im(sigma2^T . dL/dv); the squared columns are free now
         ops::matrix(cols2, R, NP).noalias() =
@@ -280,8 +293,8 @@ class VarianceConv2d : public ConvShaped<T> {
     } else {
       T *w = scratch, *xi = scratch + OR, *dw = scratch + 2 * OR, *cols = scratch + 3 * OR;
       std::fill(dw, dw + OR, T(0));
-      ops::conv_backward(dy.data, static_cast<const T*>(w), dw, static_cast<T*>(nullptr), dx.data, n, g, cols,
-                         cols + R * NP);
+      ops::conv_backward(dy.data, static_cast<const T*>(w), dw, static_cast<T*>(nullptr), dx.data,
+                         n, g, cols, cols + R * NP);
       w_.grad_from_weight(p, xi, dw, dp, OR);
     }
   }

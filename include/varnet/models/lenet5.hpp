@@ -33,8 +33,8 @@ Network<T> make_lenet5(const LeNet5Config& cfg, Shape input, uint64_t seed) {
     return std::find(cfg.variance_layers.begin(), cfg.variance_layers.end(), l) !=
            cfg.variance_layers.end();
   };
-  check(input.h >= 16 && input.w >= 16, "LeNet-5", "inputs of at least 16x16 pixels",
-        input.h, "x", input.w);
+  check(input.h >= 16 && input.w >= 16, "LeNet-5", "inputs of at least 16x16 pixels", input.h, "x",
+        input.w);
   const ConvOptions conv{5, 1, 0, false};
   Network<T> net;
   const auto add_conv = [&](int index, int64_t in_c, int64_t out_c) {

@@ -176,7 +176,7 @@ class Network {
  private:
   struct Workspace {
     ConstView<T> input;
-    std::vector<Tensor<T>> acts;         // output of layer i
+    std::vector<Tensor<T>> acts;          // output of layer i
     std::vector<std::vector<T>> scratch;  // layer i's scratch
     Tensor<T> grad[2];                    // ping-pong input gradients
   };

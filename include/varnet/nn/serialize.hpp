@@ -50,8 +50,8 @@ std::map<std::string, std::string> load_network(Network<T>& net, const std::stri
     check(t != nullptr, path, str("a tensor named '", e.name, "'"), "none (the file holds ",
           f.tensors.size(), " tensors for another network?)");
     check(t->shape == detail::dims_of(e.shape), path,
-          str("'", e.name, "' of shape ", safetensors_detail::shape_text(detail::dims_of(e.shape))), "shape ",
-          safetensors_detail::shape_text(t->shape));
+          str("'", e.name, "' of shape ", safetensors_detail::shape_text(detail::dims_of(e.shape))),
+          "shape ", safetensors_detail::shape_text(t->shape));
     check(t->dtype == "F32" || t->dtype == "F64", path, str("'", e.name, "' as F32 or F64"),
           t->dtype);
   }

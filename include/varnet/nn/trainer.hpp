@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "varnet/nn/loss.hpp"
-#include "varnet/ops/gemm.hpp"
 #include "varnet/nn/network.hpp"
+#include "varnet/ops/gemm.hpp"
 
 namespace varnet {
 
@@ -41,7 +41,8 @@ class Trainer {
     }
     const LossResult r = cross_entropy(out_, labels, &dout_);
     if (check_finite_ && !std::isfinite(r.loss))
-      throw NonFiniteError(str("training step ", step_, ": expected a finite loss, found ", r.loss));
+      throw NonFiniteError(
+          str("training step ", step_, ": expected a finite loss, found ", r.loss));
     for (int k = 0; k < samples_; ++k)
       net_.backward(dout_[size_t(k)], Context::train(seed_, step_, uint32_t(k)), size_t(k));
     if (check_finite_) check_gradients();

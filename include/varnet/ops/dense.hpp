@@ -18,8 +18,8 @@ void dense_forward(const T* x, const T* w, const T* bias, T* y, int64_t n, int64
 
 // dW += dy^T x (when dw), db += column sums of dy (when db), dx = dy W (when dx).
 template <class T>
-void dense_backward(const T* x, const T* dy, const T* w, T* dw, T* db, T* dx, int64_t n,
-                    int64_t in, int64_t out) {
+void dense_backward(const T* x, const T* dy, const T* w, T* dw, T* db, T* dx, int64_t n, int64_t in,
+                    int64_t out) {
   const auto dY = matrix(dy, n, out);
   if (dw) matrix(dw, out, in).noalias() += dY.transpose() * matrix(x, n, in);
   if (db) VectorMap<T>(db, out) += dY.colwise().sum().transpose();

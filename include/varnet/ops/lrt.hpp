@@ -31,35 +31,42 @@ struct LrtLayout {
 // y (N, O, P) = mean + eps * sqrt(v + e0), where mean is y's current content when
 // `add_to_y`, else bias[o] (or 0). v is replaced by r = eps / (2 s).
 template <class T>
-void lrt_forward(const NoiseKey& key, const LrtLayout& L, const T* bias, bool add_to_y, T e0,
-                 T* v, T* y) {
-  parallel_for(L.n * L.o, [&](int64_t job) {
-    const int64_t b = job / L.o, c = job % L.o;
-    T* yrow = y + job * L.p;
-    T* vrow = v + L.v_index(b, c, 0);
-    // eps for this row, written into y's row when y holds no mean, else into a small buffer.
-    thread_local std::vector<T> eps;
-    eps.resize(static_cast<size_t>(L.p));
-    fill_normal(key, static_cast<uint64_t>(job * L.p), L.p, eps.data());
-    const T base = bias ? bias[c] : T(0);
-    for (int64_t i = 0; i < L.p; ++i) {
-      const T s = std::sqrt(vrow[i] + e0);
-      const T mean = add_to_y ? yrow[i] : base;
-      yrow[i] = mean + eps[i] * s;
-      vrow[i] = eps[i] / (T(2) * s);
-    }
-  });
+void lrt_forward(const NoiseKey& key, const LrtLayout& L, const T* bias, bool add_to_y, T e0, T* v,
+                 T* y) {
+  const int64_t per_sample = L.o * L.p;  // contiguous in y: one bulk noise call per sample
+  parallel_for(
+      L.n,
+      [&](int64_t b) {
+        thread_local std::vector<T> eps;
+        eps.resize(static_cast<size_t>(per_sample));
+        fill_normal(key, static_cast<uint64_t>(b * per_sample), per_sample, eps.data());
+        for (int64_t c = 0; c < L.o; ++c) {
+          T* yrow = y + (b * L.o + c) * L.p;
+          T* vrow = v + L.v_index(b, c, 0);
+          const T* erow = eps.data() + c * L.p;
+          const T base = bias ? bias[c] : T(0);
+          for (int64_t i = 0; i < L.p; ++i) {
+            const T s = std::sqrt(vrow[i] + e0);
+            yrow[i] = (add_to_y ? yrow[i] : base) + erow[i] * s;
+            vrow[i] = erow[i] / (T(2) * s);
+          }
+        }
+      },
+      8 * per_sample);
 }
 
 // r (the buffer lrt_forward left) becomes dL/dv = dy * r.
 template <class T>
 void lrt_backward(const LrtLayout& L, const T* dy, T* r) {
-  parallel_for(L.n * L.o, [&](int64_t job) {
-    const int64_t b = job / L.o, c = job % L.o;
-    const T* g = dy + job * L.p;
-    T* rrow = r + L.v_index(b, c, 0);
-    for (int64_t i = 0; i < L.p; ++i) rrow[i] *= g[i];
-  });
+  parallel_for(
+      L.n * L.o,
+      [&](int64_t job) {
+        const int64_t b = job / L.o, c = job % L.o;
+        const T* g = dy + job * L.p;
+        T* rrow = r + L.v_index(b, c, 0);
+        for (int64_t i = 0; i < L.p; ++i) rrow[i] *= g[i];
+      },
+      L.p);
 }
 
 }  // namespace varnet::ops

@@ -20,8 +20,8 @@ void fill_normal(const NoiseKey& key, uint64_t first, int64_t count, T* out) {
   if (count <= 0) return;
   constexpr int64_t kMaxBlocks = 64;  // 128 Box-Muller pairs, 256 normals per chunk
   using Pairs = Eigen::Array<float, Eigen::Dynamic, 1>;
-  thread_local Pairs u1(2 * kMaxBlocks), u2(2 * kMaxBlocks), r(2 * kMaxBlocks),
-      z0(2 * kMaxBlocks), z1(2 * kMaxBlocks);
+  thread_local Pairs u1(2 * kMaxBlocks), u2(2 * kMaxBlocks), r(2 * kMaxBlocks), z0(2 * kMaxBlocks),
+      z1(2 * kMaxBlocks);
   const uint64_t end = first + static_cast<uint64_t>(count);
   for (uint64_t b = first >> 2; 4 * b < end; b += kMaxBlocks) {
     // Round the pair count up to a multiple of 16 (a whole number of packets).
