@@ -1,0 +1,63 @@
+// GpuContext: the stream every varnet GPU operation runs on, and a cuBLAS handle bound to it.
+//
+// One context per host thread that drives the GPU. Operations taking a GpuContext& enqueue work on
+// its stream and return without waiting; synchronize() (or a download) waits. The stream is an
+// ordinary blocking stream, so it is also ordered with work on the legacy default stream.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "varnet/cuda/check.hpp"
+
+namespace varnet::cuda {
+
+class GpuContext {
+ public:
+  // Uses the current device, or makes `device` current first when it is >= 0.
+  explicit GpuContext(int device = -1) {
+    if (device >= 0) VARNET_CUDA_CHECK(cudaSetDevice(device));
+    VARNET_CUDA_CHECK(cudaStreamCreate(&stream_));
+    try {
+      VARNET_CUBLAS_CHECK(cublasCreate(&blas_));
+      VARNET_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+    } catch (...) {
+      destroy();
+      throw;
+    }
+  }
+  GpuContext(const GpuContext&) = delete;
+  GpuContext& operator=(const GpuContext&) = delete;
+  GpuContext(GpuContext&& o) noexcept : stream_(o.stream_), blas_(o.blas_) {
+    o.stream_ = nullptr;
+    o.blas_ = nullptr;
+  }
+  GpuContext& operator=(GpuContext&& o) noexcept {
+    if (this != &o) {
+      destroy();
+      stream_ = o.stream_;
+      blas_ = o.blas_;
+      o.stream_ = nullptr;
+      o.blas_ = nullptr;
+    }
+    return *this;
+  }
+  ~GpuContext() { destroy(); }
+
+  cudaStream_t stream() const { return stream_; }
+  cublasHandle_t blas() const { return blas_; }
+  // Waits for everything enqueued on the stream; reports asynchronous kernel faults.
+  void synchronize() const { VARNET_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+ private:
+  void destroy() noexcept {
+    if (blas_) (void)cublasDestroy(blas_);
+    if (stream_) (void)cudaStreamDestroy(stream_);
+    blas_ = nullptr;
+    stream_ = nullptr;
+  }
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+};
+
+}  // namespace varnet::cuda

@@ -1,0 +1,277 @@
+// Host launchers for the GPU kernels in kernels/: one function <op>_<direction> per kernel
+// <op>_<direction>_kernel, taking the GpuContext whose stream it runs on. Each checks its
+// arguments (varnet::Error), launches asynchronously, and checks the launch.
+//
+// They mirror the CPU operations' signatures and layouts (ops::LrtLayout, ops::ConvGeometry, the
+// (N, O, P) and channel-major (O, N * P) conventions), so a layer written against the CPU ops
+// reads the same on the GPU. All pointers are device pointers.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#if defined(__NVCC__)
+#pragma nv_diagnostic push
+#pragma nv_diag_suppress 20012  // Eigen's defaulted __host__ __device__ members
+#endif
+#include "varnet/nn/loss.hpp"
+#include "varnet/ops/conv.hpp"
+#include "varnet/ops/lrt.hpp"
+#if defined(__NVCC__)
+#pragma nv_diagnostic pop
+#endif
+
+#include "kernels/adam.cuh"
+#include "kernels/elementwise.cuh"
+#include "kernels/im2col.cuh"
+#include "kernels/lrt.cuh"
+#include "kernels/softmax_xent.cuh"
+#include "varnet/core/error.hpp"
+#include "varnet/core/random.hpp"
+#include "varnet/cuda/check.hpp"
+#include "varnet/cuda/device_buffer.hpp"
+#include "varnet/cuda/handle.hpp"
+#include "varnet/cuda/launch.hpp"
+
+namespace varnet::cuda {
+
+inline kernels::LrtShape lrt_shape(const ops::LrtLayout& L) {
+  check(L.n >= 0 && L.o > 0 && L.p > 0, "cuda LRT", "n >= 0, o > 0, p > 0", "n ", L.n, ", o ", L.o,
+        ", p ", L.p);
+  kernels::LrtShape s;
+  s.n = L.n;
+  s.o = L.o;
+  s.p = L.p;
+  s.channel_major = L.channel_major;
+  return s;
+}
+
+inline kernels::ConvShape conv_shape(const ops::ConvGeometry& g) {
+  check(g.in_c > 0 && g.in_h > 0 && g.in_w > 0 && g.out_c > 0 && g.k_h > 0 && g.k_w > 0 &&
+            g.stride > 0 && g.pad >= 0 && g.out_h() > 0 && g.out_w() > 0,
+        "cuda convolution", "positive sizes, kernel and stride, padding >= 0, output >= 1x1", "C ",
+        g.in_c, ", H ", g.in_h, ", W ", g.in_w, ", O ", g.out_c, ", kernel ", g.k_h, "x", g.k_w,
+        ", stride ", g.stride, ", pad ", g.pad);
+  kernels::ConvShape s;
+  s.in_c = g.in_c;
+  s.in_h = g.in_h;
+  s.in_w = g.in_w;
+  s.out_c = g.out_c;
+  s.k_h = g.k_h;
+  s.k_w = g.k_w;
+  s.stride = g.stride;
+  s.pad = g.pad;
+  s.out_h = g.out_h();
+  s.out_w = g.out_w();
+  return s;
+}
+
+// ---- LRT (kernels/lrt.cuh) ----
+
+// y (N, O, P) = mean + eps * sqrt(v + e0); mean = y (add_to_y) or bias[o] (or 0). v is kept.
+template <class T>
+void lrt_forward(GpuContext& ctx, const NoiseKey& key, const ops::LrtLayout& L, const T* bias,
+                 bool add_to_y, T e0, const T* v, T* y) {
+  const kernels::LrtShape s = lrt_shape(L);
+  if (s.numel() == 0) return;
+  kernels::lrt_forward_kernel<T><<<grid_for((s.numel() + 3) / 4), kThreads, 0, ctx.stream()>>>(
+      key, s, bias, add_to_y, e0, v, y);
+  VARNET_CUDA_CHECK_LAUNCH("lrt_forward_kernel");
+}
+
+// dv = dL/dv = dy * eps / (2 sqrt(v + e0)) with eps recomputed from key; dv may be v.
+template <class T>
+void lrt_backward(GpuContext& ctx, const NoiseKey& key, const ops::LrtLayout& L, T e0, const T* dy,
+                  const T* v, T* dv) {
+  const kernels::LrtShape s = lrt_shape(L);
+  if (s.numel() == 0) return;
+  kernels::lrt_backward_kernel<T>
+      <<<grid_for((s.numel() + 3) / 4), kThreads, 0, ctx.stream()>>>(key, s, e0, dy, v, dv);
+  VARNET_CUDA_CHECK_LAUNCH("lrt_backward_kernel");
+}
+
+// dx = dx_mean + t * (2 x) over `count` elements; dx_mean may be null; dx may alias t.
+template <class T>
+void lrt_input_backward(GpuContext& ctx, int64_t count, const T* x, const T* t, const T* dx_mean,
+                        T* dx) {
+  if (count <= 0) return;
+  kernels::lrt_input_backward_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, x, t, dx_mean, dx);
+  VARNET_CUDA_CHECK_LAUNCH("lrt_input_backward_kernel");
+}
+
+// ---- im2col / col2im (kernels/im2col.cuh) ----
+
+// cols and/or cols2 (R, N * P) from x (N, C, H, W): the columns and their squares; either may
+// be null.
+template <class T>
+void im2col_forward(GpuContext& ctx, const T* x, int64_t n, const ops::ConvGeometry& g, T* cols,
+                    T* cols2) {
+  const kernels::ConvShape s = conv_shape(g);
+  check(n >= 0, "cuda::im2col_forward", "a batch size >= 0", n);
+  const int64_t total = s.rows() * n * s.plane(), x_size = n * s.in_c * s.in_h * s.in_w;
+  if (total == 0 || (!cols && !cols2)) return;
+  if (fits_int32(total) && fits_int32(x_size))
+    kernels::im2col_forward_kernel<T, int32_t><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
+        x, static_cast<int32_t>(n), s, cols, cols2);
+  else
+    kernels::im2col_forward_kernel<T, int64_t>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, n, s, cols, cols2);
+  VARNET_CUDA_CHECK_LAUNCH("im2col_forward_kernel");
+}
+
+// col2im: dx (N, C, H, W) = the adjoint of im2col applied to dcols (R, N * P); overwrites dx.
+// With times_2x (a device pointer to x), dx = 2 x * col2im(dcols) instead.
+template <class T>
+void im2col_backward(GpuContext& ctx, const T* dcols, int64_t n, const ops::ConvGeometry& g,
+                     const T* times_2x, T* dx) {
+  const kernels::ConvShape s = conv_shape(g);
+  check(n >= 0, "cuda::im2col_backward", "a batch size >= 0", n);
+  const int64_t total = n * s.in_c * s.in_h * s.in_w, cols_size = s.rows() * n * s.plane();
+  if (total == 0) return;
+  if (fits_int32(total) && fits_int32(cols_size))
+    kernels::im2col_backward_kernel<T, int32_t><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
+        dcols, static_cast<int32_t>(n), s, times_2x, dx);
+  else
+    kernels::im2col_backward_kernel<T, int64_t>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(dcols, n, s, times_2x, dx);
+  VARNET_CUDA_CHECK_LAUNCH("im2col_backward_kernel");
+}
+
+// ---- elementwise (kernels/elementwise.cuh) ----
+
+// s2 = p^2, or exp(p) when log_sigma2.
+template <class T>
+void variance_forward(GpuContext& ctx, bool log_sigma2, const T* p, T* s2, int64_t count) {
+  if (count <= 0) return;
+  kernels::variance_forward_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, log_sigma2, p, s2);
+  VARNET_CUDA_CHECK_LAUNCH("variance_forward_kernel");
+}
+
+// dp += ds2 * d sigma2 / dp.
+template <class T>
+void variance_backward(GpuContext& ctx, bool log_sigma2, const T* p, const T* s2, const T* ds2,
+                       T* dp, int64_t count) {
+  if (count <= 0) return;
+  kernels::variance_backward_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, log_sigma2, p, s2, ds2, dp);
+  VARNET_CUDA_CHECK_LAUNCH("variance_backward_kernel");
+}
+
+// y = x * x (y may be x).
+template <class T>
+void square_forward(GpuContext& ctx, const T* x, T* y, int64_t count) {
+  if (count <= 0) return;
+  kernels::square_forward_kernel<T><<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, x, y);
+  VARNET_CUDA_CHECK_LAUNCH("square_forward_kernel");
+}
+
+// y = max(x, 0) (y may be x).
+template <class T>
+void relu_forward(GpuContext& ctx, const T* x, T* y, int64_t count) {
+  if (count <= 0) return;
+  kernels::relu_forward_kernel<T><<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, x, y);
+  VARNET_CUDA_CHECK_LAUNCH("relu_forward_kernel");
+}
+
+// dx = y > 0 ? dy : 0 with y the saved output (dx may be dy).
+template <class T>
+void relu_backward(GpuContext& ctx, const T* y, const T* dy, T* dx, int64_t count) {
+  if (count <= 0) return;
+  kernels::relu_backward_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, y, dy, dx);
+  VARNET_CUDA_CHECK_LAUNCH("relu_backward_kernel");
+}
+
+// y (N, O, P) = Y2 (O, N * P) (+ bias[o]; bias may be null).
+template <class T>
+void channel_major_to_nchw(GpuContext& ctx, const T* y2, const T* bias, int64_t n, int64_t o,
+                           int64_t p, T* y) {
+  const int64_t total = n * o * p;
+  if (total <= 0) return;
+  kernels::channel_major_to_nchw_kernel<T>
+      <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y2, bias, n, o, p, y);
+  VARNET_CUDA_CHECK_LAUNCH("channel_major_to_nchw_kernel");
+}
+
+// Y2 (O, N * P) = y (N, O, P).
+template <class T>
+void nchw_to_channel_major(GpuContext& ctx, const T* y, int64_t n, int64_t o, int64_t p, T* y2) {
+  const int64_t total = n * o * p;
+  if (total <= 0) return;
+  kernels::nchw_to_channel_major_kernel<T>
+      <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y, n, o, p, y2);
+  VARNET_CUDA_CHECK_LAUNCH("nchw_to_channel_major_kernel");
+}
+
+// y (N, O, P) = bias[o] (0 when bias is null).
+template <class T>
+void bias_forward(GpuContext& ctx, const T* bias, int64_t n, int64_t o, int64_t p, T* y) {
+  const int64_t total = n * o * p;
+  if (total <= 0) return;
+  kernels::bias_forward_kernel<T><<<grid_for(total), kThreads, 0, ctx.stream()>>>(bias, n, o, p, y);
+  VARNET_CUDA_CHECK_LAUNCH("bias_forward_kernel");
+}
+
+// db[o] += sum over n, p of dy (N, O, P).
+template <class T>
+void bias_backward(GpuContext& ctx, const T* dy, int64_t n, int64_t o, int64_t p, T* db) {
+  if (o <= 0 || n * p <= 0) return;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(o, 65535));
+  kernels::bias_backward_kernel<T>
+      <<<blocks, kernels::kReduceThreads, 0, ctx.stream()>>>(dy, n, o, p, db);
+  VARNET_CUDA_CHECK_LAUNCH("bias_backward_kernel");
+}
+
+// ---- Adam (kernels/adam.cuh) ----
+
+// One Adam step over `count` parameters with precomputed scalars (see cuda::Adam).
+template <class T>
+void adam_update(GpuContext& ctx, int64_t count, const kernels::AdamScalars<T>& a, T* p, const T* g,
+                 T* m, T* v) {
+  if (count <= 0) return;
+  kernels::adam_update_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, a, p, g, m, v);
+  VARNET_CUDA_CHECK_LAUNCH("adam_update_kernel");
+}
+
+// ---- softmax cross-entropy (kernels/softmax_xent.cuh) ----
+
+// Per-row loss and correctness for K = `samples` logits (K, N, C); dlogits (K, N, C) receives
+// dL/dlogits of the mean loss when not null. labels, row_loss, row_correct are (N) on the device.
+template <class T>
+void softmax_xent_forward(GpuContext& ctx, int samples, int64_t n, int64_t c, const T* logits,
+                          const int32_t* labels, T* dlogits, T* row_loss, int32_t* row_correct) {
+  check(samples >= 1 && samples <= kernels::kMaxXentSamples, "cuda::softmax_xent_forward",
+        str("1 to ", kernels::kMaxXentSamples, " samples"), samples);
+  check(c > 1 && n >= 0, "cuda::softmax_xent_forward", "logits (N >= 0, C > 1)", "N ", n, ", C ",
+        c);
+  if (n == 0) return;
+  kernels::softmax_xent_forward_kernel<T><<<grid_for(n, 128), 128, 0, ctx.stream()>>>(
+      samples, n, c, logits, labels, dlogits, row_loss, row_correct);
+  VARNET_CUDA_CHECK_LAUNCH("softmax_xent_forward_kernel");
+}
+
+// The batch's LossResult from softmax_xent_forward's per-row outputs (waits for the stream).
+// Throws varnet::Error if a label was out of range.
+template <class T>
+LossResult softmax_xent_result(GpuContext& ctx, int64_t n, const T* row_loss,
+                               const int32_t* row_correct) {
+  const std::vector<T> loss = to_host(row_loss, static_cast<size_t>(n), ctx.stream());
+  const std::vector<int32_t> correct = to_host(row_correct, static_cast<size_t>(n), ctx.stream());
+  LossResult r;
+  for (int64_t i = 0; i < n; ++i) {
+    check(correct[size_t(i)] >= 0, "cuda cross entropy", "labels in [0, C)",
+          "an out-of-range label at row ", i);
+    r.loss += double(loss[size_t(i)]);
+    r.correct += correct[size_t(i)];
+  }
+  if (n > 0) r.loss /= double(n);
+  return r;
+}
+
+}  // namespace varnet::cuda

@@ -1,0 +1,63 @@
+// Adam on the GPU over a flat device parameter buffer: the twin of varnet::Adam
+// (include/varnet/nn/optimizer.hpp), with the same options, bias correction and step count. The
+// moment buffers live on the device; each step is one kernel (kernels/adam.cuh).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__NVCC__)
+#pragma nv_diagnostic push
+#pragma nv_diag_suppress 20012  // Eigen's defaulted __host__ __device__ members
+#endif
+#include "varnet/nn/optimizer.hpp"
+#if defined(__NVCC__)
+#pragma nv_diagnostic pop
+#endif
+
+#include "varnet/cuda/device_buffer.hpp"
+#include "varnet/cuda/handle.hpp"
+#include "varnet/cuda/ops.hpp"
+
+namespace varnet::cuda {
+
+template <class T>
+class Adam {
+ public:
+  Adam(GpuContext& ctx, int64_t size, AdamOptions o = {}) : opt_(o), size_(size) {
+    check(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps > 0, "cuda::Adam",
+          "beta1, beta2 in [0, 1) and eps > 0", "beta1 ", o.beta1, ", beta2 ", o.beta2, ", eps ",
+          o.eps);
+    check(size >= 0, "cuda::Adam", "a parameter count >= 0", size);
+    m_.resize(static_cast<size_t>(size));
+    v_.resize(static_cast<size_t>(size));
+    m_.zero(ctx.stream());
+    v_.zero(ctx.stream());
+  }
+
+  // params -= the Adam step for grads (both `size` elements on the device), on ctx's stream.
+  void step(GpuContext& ctx, T* params, const T* grads, double lr) {
+    ++t_;
+    // Scalars exactly as varnet::Adam::step computes them.
+    kernels::AdamScalars<T> a;
+    a.b1 = T(opt_.beta1);
+    a.b2 = T(opt_.beta2);
+    a.one_minus_b1 = 1 - a.b1;
+    a.one_minus_b2 = 1 - a.b2;
+    const T c1 = T(1 - std::pow(opt_.beta1, double(t_)));
+    a.c2 = T(1 - std::pow(opt_.beta2, double(t_)));
+    a.step = T(lr) / c1;
+    a.eps = T(opt_.eps);
+    adam_update(ctx, size_, a, params, grads, m_.data(), v_.data());
+  }
+  int64_t steps() const { return t_; }
+  int64_t size() const { return size_; }
+
+ private:
+  AdamOptions opt_;
+  int64_t size_;
+  DeviceBuffer<T> m_, v_;
+  int64_t t_ = 0;
+};
+
+}  // namespace varnet::cuda

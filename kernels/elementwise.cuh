@@ -1,0 +1,113 @@
+// Elementwise maps, layout transforms and the bias reduction on the GPU. CPU twins:
+// ZeroMeanWeights::variance / grad_from_variance (layers/variance.hpp), ReLU (layers/
+// activations.hpp), ops::channel_major_to_nchw / nchw_to_channel_major / bias_backward
+// (ops/conv.hpp) and fill_with_bias (layers/variance.hpp).
+//
+// Layouts: y, dy (N, O, P) contiguous (P = H * W, 1 for dense); channel-major Y2 (O, N * P).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/math.cuh"
+
+namespace varnet::kernels {
+
+// s2 = p^2 (sigma parameter) or exp(p) (log sigma2 parameter).
+template <class T>
+__global__ void variance_forward_kernel(int64_t count, bool log_sigma2, const T* __restrict__ p,
+                                        T* __restrict__ s2) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride())
+    s2[k] = log_sigma2 ? vexp(p[k]) : mul_rn(p[k], p[k]);
+}
+
+// dp += ds2 * d sigma2 / dp:  2 p ds2 (sigma) or s2 ds2 (log sigma2). Accumulates.
+template <class T>
+__global__ void variance_backward_kernel(int64_t count, bool log_sigma2, const T* __restrict__ p,
+                                         const T* __restrict__ s2, const T* __restrict__ ds2,
+                                         T* __restrict__ dp) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride()) {
+    const T d = log_sigma2 ? mul_rn(s2[k], ds2[k]) : mul_rn(mul_rn(T(2), p[k]), ds2[k]);
+    dp[k] = add_rn(dp[k], d);
+  }
+}
+
+// y = x * x. y may be x.
+template <class T>
+__global__ void square_forward_kernel(int64_t count, const T* x, T* y) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride()) y[k] = mul_rn(x[k], x[k]);
+}
+
+// y = max(x, 0). y may be x.
+template <class T>
+__global__ void relu_forward_kernel(int64_t count, const T* x, T* y) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride()) y[k] = x[k] > T(0) ? x[k] : T(0);
+}
+
+// dx = dy where the saved output y > 0, else 0. dx may be dy.
+template <class T>
+__global__ void relu_backward_kernel(int64_t count, const T* __restrict__ y, const T* dy, T* dx) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride())
+    dx[k] = y[k] > T(0) ? dy[k] : T(0);
+}
+
+// y (N, O, P) = Y2 (O, N * P) (+ bias[o] when bias is not null). One thread per element of y.
+template <class T>
+__global__ void channel_major_to_nchw_kernel(const T* __restrict__ y2, const T* __restrict__ bias,
+                                             int64_t n, int64_t o, int64_t p, T* __restrict__ y) {
+  const int64_t total = n * o * p;
+  for (int64_t k = thread_index(); k < total; k += grid_stride()) {
+    const int64_t row = k / p, i = k - row * p, c = row % o, b = row / o;
+    const T val = y2[(c * n + b) * p + i];
+    y[k] = bias ? add_rn(val, bias[c]) : val;
+  }
+}
+
+// Y2 (O, N * P) = y (N, O, P). One thread per element of Y2, so writes are coalesced.
+template <class T>
+__global__ void nchw_to_channel_major_kernel(const T* __restrict__ y, int64_t n, int64_t o,
+                                             int64_t p, T* __restrict__ y2) {
+  const int64_t total = n * o * p, np = n * p;
+  for (int64_t k = thread_index(); k < total; k += grid_stride()) {
+    const int64_t c = k / np, rest = k - c * np, b = rest / p, i = rest - b * p;
+    y2[k] = y[(b * o + c) * p + i];
+  }
+}
+
+// y (N, O, P) = bias[o], or 0 without a bias: a variance layer's output in mean mode.
+template <class T>
+__global__ void bias_forward_kernel(const T* __restrict__ bias, int64_t n, int64_t o, int64_t p,
+                                    T* __restrict__ y) {
+  const int64_t total = n * o * p;
+  for (int64_t k = thread_index(); k < total; k += grid_stride())
+    y[k] = bias ? bias[(k / p) % o] : T(0);
+}
+
+// Threads per block of bias_backward_kernel (a power of two: the tree reduction needs it).
+constexpr int kReduceThreads = 256;
+
+// db[o] += sum over n, p of dy (N, O, P). One block per channel (grid-stride over channels);
+// launch with kReduceThreads threads.
+template <class T>
+__global__ void bias_backward_kernel(const T* __restrict__ dy, int64_t n, int64_t o, int64_t p,
+                                     T* __restrict__ db) {
+  __shared__ T partial[kReduceThreads];
+  const int64_t count = n * p;
+  for (int64_t c = blockIdx.x; c < o; c += gridDim.x) {
+    T s = T(0);
+    for (int64_t k = threadIdx.x; k < count; k += blockDim.x) {
+      const int64_t b = k / p, i = k - b * p;
+      s += dy[(b * o + c) * p + i];
+    }
+    partial[threadIdx.x] = s;
+    __syncthreads();
+    for (int width = kReduceThreads / 2; width > 0; width >>= 1) {
+      if (static_cast<int>(threadIdx.x) < width)
+        partial[threadIdx.x] += partial[threadIdx.x + width];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) db[c] += partial[0];
+    __syncthreads();  // partial is reused for the next channel
+  }
+}
+
+}  // namespace varnet::kernels

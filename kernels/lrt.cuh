@@ -1,0 +1,103 @@
+// Local reparameterization trick epilogues on the GPU (the CPU twins are in
+// include/varnet/ops/lrt.hpp).
+//
+// Forward:  y = mean + eps * sqrt(v + e0),  eps = normal_at(key, e) for element e of y in
+//           (N, O, P) order, mean = y's content (add_to_y), else bias[o] (or 0).
+// Backward: dL/dv = g * eps / (2 sqrt(v + e0)), eps recomputed from the key: unlike the CPU,
+//           which overwrites v with r = eps / (2 s), the GPU keeps v and stores no noise. The
+//           arithmetic is ordered as on the CPU (r first, then r * g) and done with
+//           round-to-nearest intrinsics, so both backends give the same dL/dv for the same v.
+// Input gradient: dx = dx_mean + 2 x * t, t = dL/dv . sigma2 (a GEMM result), in one pass.
+//
+// Layouts: y, dy (N, O, P) contiguous; v channel-major (O, N * P) for convolutions, or
+// (N, O, P) (P = 1 for dense layers).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/math.cuh"
+#include "varnet/core/random.hpp"
+
+namespace varnet::kernels {
+
+// The device twin of ops::LrtLayout.
+struct LrtShape {
+  int64_t n = 0, o = 0, p = 1;
+  bool channel_major = false;
+  VARNET_HOST_DEVICE int64_t v_index(int64_t b, int64_t c, int64_t i) const {
+    return channel_major ? (c * n + b) * p + i : (b * o + c) * p + i;
+  }
+  VARNET_HOST_DEVICE int64_t numel() const { return n * o * p; }
+};
+
+// One thread per group of 4 consecutive elements of y (4g .. 4g+3): they share one Philox block,
+// so one Philox call and two Box-Muller transforms give all four normals.
+template <class T>
+__global__ void lrt_forward_kernel(NoiseKey key, LrtShape s, const T* __restrict__ bias,
+                                   bool add_to_y, T e0, const T* __restrict__ v,
+                                   T* __restrict__ y) {
+  const int64_t total = s.numel(), groups = (total + 3) / 4;
+  for (int64_t g = thread_index(); g < groups; g += grid_stride()) {
+    const Philox4x32::Counter w = key.block(static_cast<uint64_t>(g));
+    float z[4];
+    box_muller(w.v[0], w.v[1], z[0], z[1]);
+    box_muller(w.v[2], w.v[3], z[2], z[3]);
+    int64_t e = 4 * g;
+    const int64_t row = e / s.p;
+    int64_t i = e - row * s.p, c = row % s.o, b = row / s.o;
+    for (int lane = 0; lane < 4 && e < total; ++lane, ++e) {
+      const T sd = vsqrt(v[s.v_index(b, c, i)] + e0);
+      const T mean = add_to_y ? y[e] : (bias ? bias[c] : T(0));
+      y[e] = add_rn(mean, mul_rn(static_cast<T>(z[lane]), sd));
+      if (++i == s.p) {
+        i = 0;
+        if (++c == s.o) {
+          c = 0;
+          ++b;
+        }
+      }
+    }
+  }
+}
+
+// dv[v_index(e)] = dy[e] * eps_e / (2 sqrt(v[v_index(e)] + e0)). dv may be v (in place).
+template <class T>
+__global__ void lrt_backward_kernel(NoiseKey key, LrtShape s, T e0, const T* __restrict__ dy,
+                                    const T* v, T* dv) {
+  const int64_t total = s.numel(), groups = (total + 3) / 4;
+  for (int64_t g = thread_index(); g < groups; g += grid_stride()) {
+    const Philox4x32::Counter w = key.block(static_cast<uint64_t>(g));
+    float z[4];
+    box_muller(w.v[0], w.v[1], z[0], z[1]);
+    box_muller(w.v[2], w.v[3], z[2], z[3]);
+    int64_t e = 4 * g;
+    const int64_t row = e / s.p;
+    int64_t i = e - row * s.p, c = row % s.o, b = row / s.o;
+    for (int lane = 0; lane < 4 && e < total; ++lane, ++e) {
+      const int64_t k = s.v_index(b, c, i);
+      const T sd = vsqrt(v[k] + e0);
+      const T r = div_rn(static_cast<T>(z[lane]), mul_rn(T(2), sd));
+      dv[k] = mul_rn(r, dy[e]);
+      if (++i == s.p) {
+        i = 0;
+        if (++c == s.o) {
+          c = 0;
+          ++b;
+        }
+      }
+    }
+  }
+}
+
+// dx = dx_mean + t * (2 x), elementwise over `count` elements; dx_mean may be null (no mean
+// path, as in variance layers), and dx may alias t or dx_mean.
+template <class T>
+__global__ void lrt_input_backward_kernel(int64_t count, const T* __restrict__ x, const T* t,
+                                          const T* dx_mean, T* dx) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride()) {
+    const T from_var = mul_rn(t[k], mul_rn(T(2), x[k]));
+    dx[k] = dx_mean ? add_rn(dx_mean[k], from_var) : from_var;
+  }
+}
+
+}  // namespace varnet::kernels

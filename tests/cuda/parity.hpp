@@ -1,0 +1,93 @@
+// Shared helpers of the CPU/GPU parity tests: one GPU context, reproducible random inputs, and a
+// tolerance comparison that never lets NaN or infinity pass.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "varnet/cuda.hpp"
+
+namespace varnet::test {
+
+// One context for the whole test run. Deliberately leaked: destroying cuBLAS handles from
+// static destructors, after the CUDA runtime may have shut down, is not safe.
+inline cuda::GpuContext& gpu() {
+  static cuda::GpuContext* ctx = new cuda::GpuContext();
+  return *ctx;
+}
+
+// n values uniform on [lo, hi), the same on every run.
+template <class T>
+std::vector<T> random_vector(size_t n, uint32_t seed, double lo = -1.0, double hi = 1.0) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> dist(lo, hi);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(dist(gen));
+  return v;
+}
+
+template <class T>
+std::vector<T> download(const cuda::DeviceBuffer<T>& b) {
+  return b.download(gpu().stream());
+}
+template <class T>
+cuda::DeviceBuffer<T> upload(const std::vector<T>& v) {
+  return cuda::to_device(v, gpu().stream());
+}
+
+// Empty when every got[i] is within rtol * (|want[i]| + floor * max_j |want[j]|) of want[i] and
+// both are finite; else a report of the mismatches. The floor term lets entries that are small
+// through cancellation (sums of terms of both signs, as in GEMMs) carry the absolute rounding
+// error of their terms; floor = 0 asks for a purely relative match.
+template <class A, class B>
+std::string compare(const std::vector<A>& got, const std::vector<B>& want, double rtol,
+                    double floor = 0.1) {
+  std::ostringstream os;
+  if (got.size() != want.size()) {
+    os << "size " << got.size() << " != expected " << want.size();
+    return os.str();
+  }
+  double scale = 0;
+  for (const auto& w : want) scale = std::max(scale, std::fabs(double(w)));
+  int64_t bad = 0;
+  double worst = 0;
+  int64_t worst_i = -1;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = double(got[i]), w = double(want[i]);
+    const double tol = rtol * (std::fabs(w) + floor * scale);
+    const double err = std::fabs(g - w);
+    const bool ok = std::isfinite(g) && std::isfinite(w) && err <= tol;
+    if (!ok) {
+      if (bad < 5)
+        os << "  [" << i << "] got " << g << ", expected " << w << " (|diff| " << err
+           << ", tolerance " << tol << ")\n";
+      ++bad;
+    }
+    const double rel = err / (tol > 0 ? tol : 1.0);
+    if (!(rel <= worst)) {  // also catches NaN
+      worst = rel;
+      worst_i = int64_t(i);
+    }
+  }
+  if (bad == 0) return "";
+  std::ostringstream head;
+  head << bad << " of " << got.size() << " values out of tolerance (rtol " << rtol << ", floor "
+       << floor << ", max |expected| " << scale << "; worst at " << worst_i << "):\n";
+  return head.str() + os.str();
+}
+
+}  // namespace varnet::test
+
+// CHECKs that `got` matches `want` (std::vectors) within `rtol` (see varnet::test::compare).
+#define VARNET_CHECK_CLOSE(got, want, rtol)                                      \
+  do {                                                                           \
+    const std::string varnet_report_ = ::varnet::test::compare(got, want, rtol); \
+    INFO(#got " vs " #want ":\n" << varnet_report_);                             \
+    CHECK(varnet_report_.empty());                                               \
+  } while (0)
