@@ -52,9 +52,10 @@ struct Batch {
   }
 };
 
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+template <class Vec>
+bool same_bits(const Vec& a, const Vec& b) {
+  return a.size() == b.size() &&
+         std::memcmp(a.data(), b.data(), a.size() * sizeof(typename Vec::value_type)) == 0;
 }
 template <class T>
 bool same_bits(ConstView<T> a, ConstView<T> b) {

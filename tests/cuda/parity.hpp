@@ -36,9 +36,10 @@ template <class T>
 std::vector<T> download(const cuda::DeviceBuffer<T>& b) {
   return b.download(gpu().stream());
 }
-template <class T>
-cuda::DeviceBuffer<T> upload(const std::vector<T>& v) {
-  return cuda::to_device(v, gpu().stream());
+template <class Vec>
+cuda::DeviceBuffer<typename Vec::value_type> upload(const Vec& v) {
+  const std::vector<typename Vec::value_type> host(v.begin(), v.end());
+  return cuda::to_device(host, gpu().stream());
 }
 
 // Empty when every got[i] is within rtol * (|want[i]| + floor * max_j |want[j]|) of want[i] and

@@ -33,13 +33,13 @@ Results run_cpu(varnet::Network<float>& net, const std::vector<float>& x, varnet
                 const std::vector<float>& dy, const std::vector<float>& grads0,
                 const varnet::Context& ctx) {
   Results r;
-  net.grads() = grads0;
+  net.grads().assign(grads0.begin(), grads0.end());  // same size: the buffer stays put
   const varnet::ConstView<float> y = net.forward(varnet::ConstView<float>(x.data(), in), ctx);
   r.y.assign(y.begin(), y.end());
   const varnet::ConstView<float> dx =
       net.backward(varnet::ConstView<float>(dy.data(), y.shape), ctx, 0, true);
   r.dx.assign(dx.begin(), dx.end());
-  r.grads = net.grads();
+  r.grads.assign(net.grads().begin(), net.grads().end());
   return r;
 }
 

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "varnet/core/aligned.hpp"
 #include "varnet/core/error.hpp"
 
 namespace varnet {
@@ -100,7 +101,7 @@ class Tensor {
 
  private:
   Shape shape_;
-  std::vector<T> data_;
+  AlignedVector<T> data_;
 };
 
 }  // namespace varnet

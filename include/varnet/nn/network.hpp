@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "varnet/core/aligned.hpp"
 #include "varnet/core/context.hpp"
 #include "varnet/core/error.hpp"
 #include "varnet/core/params.hpp"
@@ -143,12 +144,12 @@ class Network {
   Shape input_shape() const { return input_; }
   Shape output_shape() const { return output_; }
   const ParamTable& table() const { return table_; }
-  std::vector<T>& params() { return params_; }
-  const std::vector<T>& params() const { return params_; }
-  std::vector<T>& grads() { return grads_; }
-  const std::vector<T>& grads() const { return grads_; }
-  std::vector<T>& state() { return state_; }
-  const std::vector<T>& state() const { return state_; }
+  AlignedVector<T>& params() { return params_; }
+  const AlignedVector<T>& params() const { return params_; }
+  AlignedVector<T>& grads() { return grads_; }
+  const AlignedVector<T>& grads() const { return grads_; }
+  AlignedVector<T>& state() { return state_; }
+  const AlignedVector<T>& state() const { return state_; }
 
   // Pointer to a named tensor (parameter or state).
   T* find(const std::string& name) {
@@ -176,9 +177,9 @@ class Network {
  private:
   struct Workspace {
     ConstView<T> input;
-    std::vector<Tensor<T>> acts;          // output of layer i
-    std::vector<std::vector<T>> scratch;  // layer i's scratch
-    Tensor<T> grad[2];                    // ping-pong input gradients
+    std::vector<Tensor<T>> acts;            // output of layer i
+    std::vector<AlignedVector<T>> scratch;  // layer i's scratch
+    Tensor<T> grad[2];                      // ping-pong input gradients
   };
   Workspace& workspace(size_t slot) {
     if (workspaces_.size() <= slot) workspaces_.resize(slot + 1);
@@ -190,7 +191,7 @@ class Network {
 
   std::vector<std::unique_ptr<Layer<T>>> layers_;
   ParamTable table_;
-  std::vector<T> params_, grads_, state_;
+  AlignedVector<T> params_, grads_, state_;
   std::vector<Workspace> workspaces_;
   Shape input_, output_;
   bool built_ = false;

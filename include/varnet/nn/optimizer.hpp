@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "varnet/core/aligned.hpp"
 #include "varnet/core/error.hpp"
 #include "varnet/ops/gemm.hpp"
 
@@ -23,7 +24,8 @@ class Adam {
           "beta1, beta2 in [0, 1) and eps > 0", "beta1 ", o.beta1, ", beta2 ", o.beta2, ", eps ",
           o.eps);
   }
-  void step(std::vector<T>& params, const std::vector<T>& grads, double lr) {
+  template <class Params, class Grads>
+  void step(Params& params, const Grads& grads, double lr) {
     check(params.size() == m_.size() && grads.size() == m_.size(), "Adam::step",
           str(m_.size(), " parameters and gradients"), params.size(), " and ", grads.size());
     ++t_;
@@ -44,7 +46,7 @@ class Adam {
 
  private:
   AdamOptions opt_;
-  std::vector<T> m_, v_;
+  AlignedVector<T> m_, v_;
   int64_t t_ = 0;
 };
 
@@ -55,7 +57,8 @@ class Sgd {
   Sgd(size_t size, double momentum = 0.9) : momentum_(momentum), b_(size, T(0)) {
     check(momentum >= 0 && momentum < 1, "Sgd", "momentum in [0, 1)", momentum);
   }
-  void step(std::vector<T>& params, const std::vector<T>& grads, double lr) {
+  template <class Params, class Grads>
+  void step(Params& params, const Grads& grads, double lr) {
     check(params.size() == b_.size() && grads.size() == b_.size(), "Sgd::step",
           str(b_.size(), " parameters and gradients"), params.size(), " and ", grads.size());
     const int64_t n = static_cast<int64_t>(b_.size());
@@ -66,7 +69,7 @@ class Sgd {
 
  private:
   double momentum_;
-  std::vector<T> b_;
+  AlignedVector<T> b_;
 };
 
 // lr(step) = base * (1 - step / total): linear decay towards 0 over `total` steps.

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "varnet/core/aligned.hpp"
 #include "varnet/core/parallel.hpp"
 #include "varnet/core/random.hpp"
 #include "varnet/ops/noise_cpu.hpp"
@@ -37,7 +38,7 @@ void lrt_forward(const NoiseKey& key, const LrtLayout& L, const T* bias, bool ad
   parallel_for(
       L.n,
       [&](int64_t b) {
-        thread_local std::vector<T> eps;
+        thread_local AlignedVector<T> eps;
         eps.resize(static_cast<size_t>(per_sample));
         fill_normal(key, static_cast<uint64_t>(b * per_sample), per_sample, eps.data());
         for (int64_t c = 0; c < L.o; ++c) {
