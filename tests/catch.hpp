@@ -5,4 +5,11 @@
 #include <catch2/catch_all.hpp>
 #else
 #include <catch2/catch.hpp>
+#include <string>
+// v3's name for v2's Contains string matcher.
+namespace Catch::Matchers {
+inline StdString::ContainsMatcher ContainsSubstring(const std::string& s) {
+  return Contains(s);
+}
+}  // namespace Catch::Matchers
 #endif

@@ -57,7 +57,8 @@ std::map<std::string, std::string> load_network(Network<T>& net, const std::stri
   }
   check(f.tensors.size() == entries.size(), path,
         str(entries.size(), " tensors, those of the network"), f.tensors.size(), " tensors");
-  std::vector<T> params = net.params(), state = net.state();
+  std::vector<T> params(net.params().begin(), net.params().end());
+  std::vector<T> state(net.state().begin(), net.state().end());
   for (const auto& e : entries)
     copy_out(*f.find(e.name), (e.trainable ? params.data() : state.data()) + e.offset,
              e.shape.numel(), path);

@@ -1,0 +1,150 @@
+// The lenet5 example end to end on a generated MNIST-format data set (not Fashion-MNIST): it
+// trains, evaluates, saves a loadable model, and rejects bad arguments and damaged files with a
+// clear message and a non-zero exit. The executable's path comes from VARNET_LENET5 (set by
+// CMake); without it the test is skipped with a warning.
+#include <zlib.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "varnet/varnet.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("varnet_cli_" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+void put_u32(std::vector<uint8_t>& b, uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) b.push_back(uint8_t(v >> s));
+}
+
+// Writes images (n, side, side) and labels as gzipped IDX files: class k (of 4) is a bright
+// square in quadrant k on a dim, varying background.
+void write_set(const fs::path& dir, const std::string& prefix, int n, int side, uint32_t salt) {
+  std::vector<uint8_t> img, lab;
+  put_u32(img, 0x00000803);
+  put_u32(img, uint32_t(n));
+  put_u32(img, uint32_t(side));
+  put_u32(img, uint32_t(side));
+  put_u32(lab, 0x00000801);
+  put_u32(lab, uint32_t(n));
+  const varnet::NoiseKey key{salt, 0, 0, 0};
+  for (int i = 0; i < n; ++i) {
+    const int k = i % 4;
+    lab.push_back(uint8_t(k));
+    for (int r = 0; r < side; ++r)
+      for (int c = 0; c < side; ++c) {
+        const bool in = (r / (side / 2)) == k / 2 && (c / (side / 2)) == k % 2;
+        const float u = varnet::uniform_at(key, uint64_t(i) * side * side + uint64_t(r * side + c));
+        img.push_back(uint8_t(in ? 150 + 100 * u : 60 * u));
+      }
+  }
+  const auto write_gz = [](const fs::path& p, const std::vector<uint8_t>& b) {
+    gzFile f = gzopen(p.string().c_str(), "wb");
+    REQUIRE(f != nullptr);
+    REQUIRE(gzwrite(f, b.data(), unsigned(b.size())) == int(b.size()));
+    REQUIRE(gzclose(f) == Z_OK);
+  };
+  write_gz(dir / (prefix + "-images-idx3-ubyte.gz"), img);
+  write_gz(dir / (prefix + "-labels-idx1-ubyte.gz"), lab);
+}
+
+struct Run {
+  int status = -1;
+  std::string out;
+};
+
+Run run(const std::string& args, const fs::path& log) {
+  const char* exe = std::getenv("VARNET_LENET5");
+  const std::string cmd = std::string(exe) + " " + args + " > " + log.string() + " 2>&1";
+  Run r;
+  const int raw = std::system(cmd.c_str());
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  std::ifstream in(log);
+  r.out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return r;
+}
+
+double json_number(const std::string& out, const std::string& key) {
+  const size_t at = out.rfind("\"" + key + "\":");
+  REQUIRE(at != std::string::npos);
+  return std::strtod(out.c_str() + at + key.size() + 3, nullptr);
+}
+
+}  // namespace
+
+TEST_CASE("lenet5: trains on generated MNIST-format data, saves, rejects bad input", "[cli]") {
+  if (!std::getenv("VARNET_LENET5")) {
+    WARN("VARNET_LENET5 is not set: lenet5 CLI test skipped");
+    return;
+  }
+  TempDir dir;
+  write_set(dir.path, "train", 512, 20, 1);
+  write_set(dir.path, "t10k", 128, 20, 2);
+  const fs::path log = dir.path / "log.txt", model = dir.path / "model.safetensors";
+  const std::string data = "--data " + dir.path.string() + " ";
+
+  const Run ok =
+      run(data + "--epochs 3 --batch 32 --lr 0.003 --samples 1,4 --eval-batch 64 --save " +
+              model.string(),
+          log);
+  INFO(ok.out);
+  REQUIRE(ok.status == 0);
+  CHECK(ok.out.find("epoch 3/3") != std::string::npos);
+  CHECK(json_number(ok.out, "test_acc_4") > 0.9);      // the ensemble predicts
+  CHECK(json_number(ok.out, "test_acc_mean") < 0.35);  // mean propagation: chance of 4 classes
+  CHECK(fs::exists(model));
+
+  SECTION("the saved model loads into the same architecture, not into another") {
+    varnet::LeNet5Config cfg;
+    cfg.classes = 4;
+    auto net = varnet::make_lenet5<float>(cfg, varnet::Shape(1, 1, 20, 20), 9);
+    const auto meta = varnet::load_network(net, model.string());
+    CHECK(meta.at("model") == "lenet5");
+    cfg.variance_layers = {1, 2};
+    auto other = varnet::make_lenet5<float>(cfg, varnet::Shape(1, 1, 20, 20), 9);
+    CHECK_THROWS_WITH(varnet::load_network(other, model.string()),
+                      Catch::Matchers::ContainsSubstring("conv2.sigma"));
+  }
+  SECTION("an existing --save target is not overwritten without --overwrite") {
+    const Run again = run(data + "--epochs 1 --batch 32 --save " + model.string(), log);
+    CHECK(again.status == 2);
+    CHECK(again.out.find("--overwrite") != std::string::npos);
+  }
+  SECTION("bad arguments and damaged data give a message and exit status 2") {
+    const Run bad_epochs = run(data + "--epochs 0", log);
+    CHECK(bad_epochs.status == 2);
+    CHECK(bad_epochs.out.find("--epochs: expected an integer in [1") != std::string::npos);
+    const Run bad_dist = run(data + "--dist cauchy", log);
+    CHECK(bad_dist.status == 2);
+    CHECK(bad_dist.out.find("gaussian|bernoulli|uniform|none") != std::string::npos);
+    const Run unknown = run(data + "--epoch 3", log);
+    CHECK(unknown.status == 2);
+    const Run missing = run("--data " + (dir.path / "nowhere").string(), log);
+    CHECK(missing.status == 2);
+    CHECK(missing.out.find("nowhere") != std::string::npos);
+    // Truncate the test images: the error names the file.
+    const fs::path t = dir.path / "t10k-images-idx3-ubyte.gz";
+    fs::resize_file(t, fs::file_size(t) / 2);
+    const Run truncated = run(data + "--epochs 1 --batch 32", log);
+    CHECK(truncated.status == 2);
+    CHECK(truncated.out.find("t10k-images-idx3-ubyte.gz") != std::string::npos);
+  }
+}
