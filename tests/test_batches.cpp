@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "errors.hpp"
 #include "varnet/data/batches.hpp"
 
 using varnet::Shape;
@@ -17,19 +18,8 @@ using varnet::data::shuffled_order;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const varnet::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool has(const std::string& message, const std::string& part) {
-  return message.find(part) != std::string::npos;
-}
+using varnet::test::error_of;
+using varnet::test::has;
 
 bool is_permutation_of_iota(std::vector<int64_t> v) {
   std::sort(v.begin(), v.end());

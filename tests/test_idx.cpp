@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "errors.hpp"
 #include "varnet/data/idx.hpp"
 
 namespace fs = std::filesystem;
@@ -129,20 +130,8 @@ Bytes read_raw(const std::string& path) {
   return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-// The message of the varnet::Error that f throws ("" when it throws none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const varnet::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool has(const std::string& message, const std::string& part) {
-  return message.find(part) != std::string::npos;
-}
+using varnet::test::error_of;
+using varnet::test::has;
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "errors.hpp"
 #include "tolerance.hpp"
 #include "varnet/layers/activations.hpp"
 #include "varnet/layers/batchnorm.hpp"
@@ -30,18 +31,8 @@ using varnet::VarianceOptions;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const varnet::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-bool has(const std::string& message, const std::string& part) {
-  return message.find(part) != std::string::npos;
-}
+using varnet::test::error_of;
+using varnet::test::has;
 
 template <class T>
 std::vector<T> copy(ConstView<T> v) {

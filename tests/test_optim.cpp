@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "errors.hpp"
 #include "tolerance.hpp"
 #include "varnet/core/random.hpp"
 #include "varnet/layers/activations.hpp"
@@ -36,18 +37,8 @@ using varnet::Trainer;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const varnet::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-bool has(const std::string& message, const std::string& part) {
-  return message.find(part) != std::string::npos;
-}
+using varnet::test::error_of;
+using varnet::test::has;
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "errors.hpp"
 #include "varnet/nn/safetensors.hpp"
 
 namespace fs = std::filesystem;
@@ -39,19 +40,8 @@ struct TempDir {
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const varnet::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool has(const std::string& message, const std::string& part) {
-  return message.find(part) != std::string::npos;
-}
+using varnet::test::error_of;
+using varnet::test::has;
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
