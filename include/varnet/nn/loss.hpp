@@ -52,8 +52,11 @@ LossResult cross_entropy(const std::vector<ConstView<T>>& logits, const int32_t*
           str(logits.size(), " gradient buffers"), dlogits->size());
   detail::check_labels("cross_entropy", logits[0], labels);
   const int64_t n = s.n, c = s.c, K = static_cast<int64_t>(logits.size());
-  std::vector<T> lp(static_cast<size_t>(K * c)), weight(static_cast<size_t>(K)),
-      avg(static_cast<size_t>(c));
+  // Per-thread buffers: a training step allocates nothing after the first.
+  thread_local std::vector<T> lp, weight, avg;
+  lp.resize(static_cast<size_t>(K * c));
+  weight.resize(static_cast<size_t>(K));
+  avg.resize(static_cast<size_t>(c));
   LossResult r;
   for (int64_t i = 0; i < n; ++i) {
     const int32_t y = labels[i];
