@@ -94,7 +94,7 @@ BENCH_ARCH=native
 [ "$ARCH" = native ] || BENCH_ARCH=sm_$ARCH
 mkdir -p build-gpu
 set +e
-nvcc -O3 -std=c++17 -arch="$BENCH_ARCH" --expt-relaxed-constexpr -Iinclude -I. -I"$EIGEN_INC" \
+nvcc -O3 -std=c++17 -arch="$BENCH_ARCH" --expt-relaxed-constexpr -diag-suppress=20012 -Iinclude -I. -I"$EIGEN_INC" \
   benchmarks/gpu/bench_lrt.cu -o build-gpu/bench_lrt -lcublas -lcurand >> "$OUT/build.log" 2>&1
 BENCH_BUILD=$?
 set -e

@@ -13,16 +13,9 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__NVCC__)
-#pragma nv_diagnostic push
-#pragma nv_diag_suppress 20012  // Eigen's defaulted __host__ __device__ members
-#endif
 #include "varnet/nn/loss.hpp"
 #include "varnet/ops/conv.hpp"
 #include "varnet/ops/lrt.hpp"
-#if defined(__NVCC__)
-#pragma nv_diagnostic pop
-#endif
 
 #include "kernels/adam.cuh"
 #include "kernels/elementwise.cuh"

@@ -6,14 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__NVCC__)
-#pragma nv_diagnostic push
-#pragma nv_diag_suppress 20012  // Eigen's defaulted __host__ __device__ members
-#endif
 #include "varnet/nn/optimizer.hpp"
-#if defined(__NVCC__)
-#pragma nv_diagnostic pop
-#endif
 
 #include "varnet/cuda/device_buffer.hpp"
 #include "varnet/cuda/handle.hpp"

@@ -17,17 +17,10 @@
 #include <cstdint>
 #include <string>
 
-#if defined(__NVCC__)
-#pragma nv_diagnostic push
-#pragma nv_diag_suppress 20012  // Eigen's defaulted __host__ __device__ members
-#endif
 #include "varnet/core/context.hpp"
 #include "varnet/core/tensor.hpp"
 #include "varnet/layers/conv2d.hpp"
 #include "varnet/layers/variance.hpp"
-#if defined(__NVCC__)
-#pragma nv_diagnostic pop
-#endif
 
 #include "varnet/core/random.hpp"
 #include "varnet/cuda/device_buffer.hpp"
