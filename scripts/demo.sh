@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$(nproc)" --target lenet5
-exec "$build/examples/lenet5" --data /usr/share/datasets/fashion-mnist "$@"
+# lenet5 reads /usr/share/datasets/fashion-mnist (dataset-fashion-mnist) unless --data says otherwise.
+exec "$build/examples/lenet5" "$@"
