@@ -30,63 +30,57 @@ struct LrtShape {
   VARNET_HOST_DEVICE int64_t numel() const { return n * o * p; }
 };
 
-// One thread per group of 4 consecutive elements of y (4g .. 4g+3): they share one Philox block,
-// so one Philox call and two Box-Muller transforms give all four normals.
+// Calls f(e, v_index, eps) for the elements e = 4g .. 4g+3 of y (those below numel): they share
+// one Philox block, so one Philox call and two Box-Muller transforms give all four normals.
+// Forward and backward walk the elements identically, so backward recomputes forward's eps.
+template <class F>
+__device__ __forceinline__ void for_each_lane(const NoiseKey& key, const LrtShape& s, int64_t g,
+                                              F&& f) {
+  const Philox4x32::Counter w = key.block(static_cast<uint64_t>(g));
+  float z[4];
+  box_muller(w.v[0], w.v[1], z[0], z[1]);
+  box_muller(w.v[2], w.v[3], z[2], z[3]);
+  const int64_t total = s.numel();
+  int64_t e = 4 * g;
+  const int64_t row = e / s.p;
+  int64_t i = e - row * s.p, c = row % s.o, b = row / s.o;
+  for (int lane = 0; lane < 4 && e < total; ++lane, ++e) {
+    f(e, c, s.v_index(b, c, i), z[lane]);
+    if (++i == s.p) {
+      i = 0;
+      if (++c == s.o) {
+        c = 0;
+        ++b;
+      }
+    }
+  }
+}
+
+// y = mean + eps * sqrt(v + e0), one thread per group of 4 elements.
 template <class T>
 __global__ void lrt_forward_kernel(NoiseKey key, LrtShape s, const T* __restrict__ bias,
                                    bool add_to_y, T e0, const T* __restrict__ v,
                                    T* __restrict__ y) {
-  const int64_t total = s.numel(), groups = (total + 3) / 4;
-  for (int64_t g = thread_index(); g < groups; g += grid_stride()) {
-    const Philox4x32::Counter w = key.block(static_cast<uint64_t>(g));
-    float z[4];
-    box_muller(w.v[0], w.v[1], z[0], z[1]);
-    box_muller(w.v[2], w.v[3], z[2], z[3]);
-    int64_t e = 4 * g;
-    const int64_t row = e / s.p;
-    int64_t i = e - row * s.p, c = row % s.o, b = row / s.o;
-    for (int lane = 0; lane < 4 && e < total; ++lane, ++e) {
-      const T sd = vsqrt(v[s.v_index(b, c, i)] + e0);
+  const int64_t groups = (s.numel() + 3) / 4;
+  for (int64_t g = thread_index(); g < groups; g += grid_stride())
+    for_each_lane(key, s, g, [&](int64_t e, int64_t c, int64_t k, float eps) {
+      const T sd = vsqrt(v[k] + e0);
       const T mean = add_to_y ? y[e] : (bias ? bias[c] : T(0));
-      y[e] = add_rn(mean, mul_rn(static_cast<T>(z[lane]), sd));
-      if (++i == s.p) {
-        i = 0;
-        if (++c == s.o) {
-          c = 0;
-          ++b;
-        }
-      }
-    }
-  }
+      y[e] = add_rn(mean, mul_rn(static_cast<T>(eps), sd));
+    });
 }
 
 // dv[v_index(e)] = dy[e] * eps_e / (2 sqrt(v[v_index(e)] + e0)). dv may be v (in place).
 template <class T>
 __global__ void lrt_backward_kernel(NoiseKey key, LrtShape s, T e0, const T* __restrict__ dy,
                                     const T* v, T* dv) {
-  const int64_t total = s.numel(), groups = (total + 3) / 4;
-  for (int64_t g = thread_index(); g < groups; g += grid_stride()) {
-    const Philox4x32::Counter w = key.block(static_cast<uint64_t>(g));
-    float z[4];
-    box_muller(w.v[0], w.v[1], z[0], z[1]);
-    box_muller(w.v[2], w.v[3], z[2], z[3]);
-    int64_t e = 4 * g;
-    const int64_t row = e / s.p;
-    int64_t i = e - row * s.p, c = row % s.o, b = row / s.o;
-    for (int lane = 0; lane < 4 && e < total; ++lane, ++e) {
-      const int64_t k = s.v_index(b, c, i);
+  const int64_t groups = (s.numel() + 3) / 4;
+  for (int64_t g = thread_index(); g < groups; g += grid_stride())
+    for_each_lane(key, s, g, [&](int64_t e, int64_t, int64_t k, float eps) {
       const T sd = vsqrt(v[k] + e0);
-      const T r = div_rn(static_cast<T>(z[lane]), mul_rn(T(2), sd));
+      const T r = div_rn(static_cast<T>(eps), mul_rn(T(2), sd));
       dv[k] = mul_rn(r, dy[e]);
-      if (++i == s.p) {
-        i = 0;
-        if (++c == s.o) {
-          c = 0;
-          ++b;
-        }
-      }
-    }
-  }
+    });
 }
 
 // dx = dx_mean + t * (2 x), elementwise over `count` elements; dx_mean may be null (no mean
