@@ -28,12 +28,15 @@ struct EnsembleResult {
   int samples = 0;
 };
 
-// Evaluates `net` on `data` with an ensemble of opt.samples noise samples. `on_batch`, when set,
-// is called after each batch with the number of images done (for progress output).
-template <class T>
-EnsembleResult evaluate_ensemble(Network<T>& net, const data::LabeledImages& d,
-                                 const EnsembleOptions& opt,
-                                 const std::function<void(int64_t)>& on_batch = {}) {
+// Runs the opt.samples noise samples of `net` over `d`, batch by batch, and calls
+// consume(probs, b, labels) per batch: probs holds every sample's softmax as doubles, (K, b, C)
+// sample-major (probs[(k * b + i) * C + j]), labels the batch's b labels. Sample k uses stream
+// stream::kEnsembleBase + k, so every consumer sees the same noise. `on_batch`, when set, is
+// called after each batch with the number of images done (for progress output).
+template <class T, class Consume>
+void for_each_ensemble_batch(Network<T>& net, const data::LabeledImages& d,
+                             const EnsembleOptions& opt, Consume&& consume,
+                             const std::function<void(int64_t)>& on_batch = {}) {
   check(opt.samples >= 1 && opt.samples < 0x4000, "evaluate_ensemble",
         "a sample count in [1, 16383]", opt.samples);
   check(opt.batch >= 1, "evaluate_ensemble", "a positive batch size", opt.batch);
@@ -42,38 +45,56 @@ EnsembleResult evaluate_ensemble(Network<T>& net, const data::LabeledImages& d,
   for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
   Tensor<T> x;
   std::vector<int32_t> y;
-  std::vector<double> prob;
-  EnsembleResult r;
-  r.samples = opt.samples;
-  int64_t correct = 0;
+  std::vector<double> probs;
   for (int64_t first = 0; first < n; first += opt.batch) {
     const int64_t b = std::min(opt.batch, n - first);
     data::gather_batch(d, order, first, b, x, y);
-    prob.assign(size_t(b * c), 0.0);
+    probs.resize(size_t(opt.samples * b * c));
     for (int k = 0; k < opt.samples; ++k) {
       const Context ctx =
           Context::eval(opt.seed, opt.mode, stream::kEnsembleBase + uint32_t(k), opt.batch_stats);
       const ConstView<T> z = net.forward(x.view(), ctx);
       for (int64_t i = 0; i < b; ++i) {
         const T* row = z.data + i * c;
+        double* p = probs.data() + (k * b + i) * c;
         T mx = row[0];
         for (int64_t j = 1; j < c; ++j) mx = std::max(mx, row[j]);
         double s = 0;
         for (int64_t j = 0; j < c; ++j) s += std::exp(double(row[j] - mx));
-        for (int64_t j = 0; j < c; ++j)
-          prob[size_t(i * c + j)] += std::exp(double(row[j] - mx)) / s;
+        for (int64_t j = 0; j < c; ++j) p[j] = std::exp(double(row[j] - mx)) / s;
       }
     }
+    consume(static_cast<const double*>(probs.data()), b, static_cast<const int32_t*>(y.data()));
+    if (on_batch) on_batch(first + b);
+  }
+}
+
+// Evaluates `net` on `data` with an ensemble of opt.samples noise samples (probabilities
+// averaged). `on_batch` as for for_each_ensemble_batch. eval/metrics.hpp's evaluate_uncertainty
+// gives calibration and uncertainty measures from the same samples.
+template <class T>
+EnsembleResult evaluate_ensemble(Network<T>& net, const data::LabeledImages& d,
+                                 const EnsembleOptions& opt,
+                                 const std::function<void(int64_t)>& on_batch = {}) {
+  const int64_t n = d.images.shape().n, c = net.output_shape().c;
+  EnsembleResult r;
+  r.samples = opt.samples;
+  int64_t correct = 0;
+  std::vector<double> sum;
+  const auto consume = [&](const double* probs, int64_t b, const int32_t* y) {
+    sum.assign(size_t(b * c), 0.0);
+    for (int k = 0; k < opt.samples; ++k)
+      for (int64_t i = 0; i < b * c; ++i) sum[size_t(i)] += probs[k * b * c + i];
     for (int64_t i = 0; i < b; ++i) {
-      const double* p = prob.data() + i * c;
+      const double* p = sum.data() + i * c;
       int64_t best = 0;
       for (int64_t j = 1; j < c; ++j)
         if (p[j] > p[best]) best = j;
-      correct += best == y[size_t(i)];
-      r.nll -= std::log(std::max(p[y[size_t(i)]] / opt.samples, 1e-12));
+      correct += best == y[i];
+      r.nll -= std::log(std::max(p[y[i]] / opt.samples, 1e-12));
     }
-    if (on_batch) on_batch(first + b);
-  }
+  };
+  for_each_ensemble_batch(net, d, opt, consume, on_batch);
   r.accuracy = double(correct) / double(n);
   r.nll /= double(n);
   return r;
