@@ -38,6 +38,11 @@ const char* kHelp = R"(lenet5: train and evaluate a variance LeNet-5 on MNIST-fo
   --eval-batch B        evaluation batch size (also the batch of batch statistics) [1000]
   --save PATH           save the trained network as safetensors
   --overwrite           allow --save to replace an existing file
+  --checkpoint PATH     write a checkpoint (parameters, optimizer, step, epoch) to PATH at the
+                        end of training, keeping the one before as PATH.prev
+  --checkpoint-every N  also every N training steps [0: only at the end]
+  --resume PATH         continue the run checkpointed in PATH (PATH.prev if PATH is damaged);
+                        the other flags must match the checkpointed run's
   --no-finite-check     do not stop at the first non-finite loss or gradient
   --help                this text
 
@@ -51,13 +56,16 @@ struct Config {
   int64_t train_samples, epochs, batch, seed, train_limit, eval_batch;
   double lr;
   bool overwrite, finite_check;
+  std::string checkpoint, resume;  // checkpoint paths ("" when not asked for)
+  int64_t checkpoint_every = 0;    // steps between checkpoints (0: at the end only)
 };
 
 Config parse(int argc, char** argv) {
   const varnet::cli::Args a(
       argc, argv,
       {"--data", "--var-layers", "--dist", "--param", "--train-samples", "--epochs", "--batch",
-       "--lr", "--seed", "--samples", "--save", "--train-limit", "--eval-batch"},
+       "--lr", "--seed", "--samples", "--save", "--train-limit", "--eval-batch", "--checkpoint",
+       "--checkpoint-every", "--resume"},
       {"--help", "--overwrite", "--no-finite-check"});
   if (a.has("--help")) {
     std::cout << kHelp;
@@ -79,6 +87,16 @@ Config parse(int argc, char** argv) {
   c.save = a.get("--save", "");
   c.overwrite = a.has("--overwrite");
   c.finite_check = !a.has("--no-finite-check");
+  c.checkpoint = a.get("--checkpoint", "");
+  c.checkpoint_every = a.get_int("--checkpoint-every", 0, 0, INT64_MAX);
+  c.resume = a.get("--resume", "");
+  varnet::check(c.checkpoint_every == 0 || !c.checkpoint.empty(), "--checkpoint-every",
+                "--checkpoint PATH with it", "no --checkpoint");
+  if (!c.checkpoint.empty()) {  // fail now, not at the first checkpoint
+    const std::filesystem::path p(c.checkpoint);
+    varnet::check(std::filesystem::is_directory(p.has_parent_path() ? p.parent_path() : "."),
+                  "--checkpoint", "a path in an existing directory", "'" + c.checkpoint + "'");
+  }
   if (c.dist == "none") c.var_layers.clear();
   if (!c.save.empty()) {  // fail now, not after hours of training
     namespace fs = std::filesystem;
@@ -130,16 +148,73 @@ int run(const Config& c) {
   varnet::Tensor<T> x;
   std::vector<int32_t> y;
   double train_seconds = 0;
-  for (int64_t e = 0; e < c.epochs; ++e) {
+
+  // Checkpoints. All noise is keyed by the step counter and the data order by the epoch, so the
+  // step, the epoch and the step within it are the whole state of the run besides its tensors.
+  const std::map<std::string, std::string> run_config = {
+      {"model", "lenet5"},
+      {"var_layers", json_list(c.var_layers)},
+      {"dist", c.dist},
+      {"param", c.param},
+      {"train_samples", std::to_string(c.train_samples)},
+      {"epochs", std::to_string(c.epochs)},
+      {"batch", std::to_string(c.batch)},
+      {"lr", varnet::detail::exact_text(c.lr)},
+      {"train_images", str(in.n, " of ", in.h, "x", in.w)},
+      {"classes", std::to_string(cfg.classes)}};
+  int64_t start_epoch = 0, start_step = 0, resumed_correct = 0;
+  double resumed_loss = 0;
+  if (!c.resume.empty()) {
+    std::string note;
+    const varnet::CheckpointInfo info =
+        varnet::load_checkpoint(c.resume, net, adam, run_config, uint64_t(c.seed), &note);
+    if (!note.empty())
+      std::cout << "resume: passed over " << note << "; read "
+                << varnet::previous_checkpoint_path(c.resume) << "\n";
+    varnet::check(info.epoch <= c.epochs && info.step_in_epoch < steps_per_epoch &&
+                      info.step == uint64_t(info.epoch * steps_per_epoch + info.step_in_epoch),
+                  c.resume,
+                  str("a position within ", c.epochs, " epochs of ", steps_per_epoch, " steps"),
+                  "step ", info.step, " (epoch ", info.epoch, ", step ", info.step_in_epoch, ")");
+    char* end = nullptr;
+    const auto at = [&](const char* key) {
+      return info.extra.count(key) ? info.extra.at(key) : std::string("0");
+    };
+    resumed_loss = std::strtod(at("epoch_loss").c_str(), &end);
+    resumed_correct = std::strtoll(at("epoch_correct").c_str(), &end, 10);
+    trainer.set_steps(uint32_t(info.step));
+    start_epoch = info.epoch;
+    start_step = info.step_in_epoch;
+    std::cout << "resumed at epoch " << start_epoch + 1 << ", step " << start_step << " of "
+              << steps_per_epoch << " (training step " << info.step << ")\n";
+  }
+  const uint32_t first_step = trainer.steps();
+  // Where the run stands after `done` steps of epoch e, with that epoch's sums so far.
+  const auto checkpoint = [&](int64_t e, int64_t done, double loss, int64_t correct) {
+    if (done == steps_per_epoch) e += 1, done = 0, loss = 0, correct = 0;
+    varnet::CheckpointInfo info;
+    info.step = trainer.steps();
+    info.epoch = e;
+    info.step_in_epoch = done;
+    info.seed = uint64_t(c.seed);
+    info.config = run_config;
+    info.extra = {{"epoch_loss", varnet::detail::exact_text(loss)},
+                  {"epoch_correct", std::to_string(correct)}};
+    varnet::save_checkpoint(c.checkpoint, net, adam, info);
+  };
+  for (int64_t e = start_epoch; e < c.epochs; ++e) {
     const auto order = varnet::data::shuffled_order(in.n, uint64_t(c.seed), uint32_t(e));
     const auto t0 = Clock::now();
     double loss = 0;
     int64_t correct = 0;
-    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+    if (e == start_epoch) loss = resumed_loss, correct = resumed_correct;
+    for (int64_t s = e == start_epoch ? start_step : 0; s < steps_per_epoch; ++s) {
       varnet::data::gather_batch(d.train, order, s * c.batch, c.batch, x, y);
       const varnet::LossResult r = trainer.step(x.view(), y.data(), lr.at(trainer.steps()));
       loss += r.loss;
       correct += r.correct;
+      if (c.checkpoint_every > 0 && trainer.steps() % uint64_t(c.checkpoint_every) == 0)
+        checkpoint(e, s + 1, loss, correct);
     }
     const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
     train_seconds += sec;
@@ -149,7 +224,9 @@ int run(const Config& c) {
                 double(steps_per_epoch * c.batch) / sec, sec);
     std::fflush(stdout);
   }
-  const double img_per_s = double(steps_per_epoch * c.batch * c.epochs) / train_seconds;
+  if (!c.checkpoint.empty()) checkpoint(c.epochs, 0, 0, 0);
+  const double img_per_s =
+      train_seconds > 0 ? double((trainer.steps() - first_step) * c.batch) / train_seconds : 0;
 
   // Evaluation: mean propagation, ensembles of each size, and 10 samples with batch statistics.
   std::string json = "{";

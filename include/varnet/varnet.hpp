@@ -21,6 +21,7 @@
 #include "varnet/layers/pooling.hpp"
 #include "varnet/layers/variance.hpp"
 #include "varnet/models/lenet5.hpp"
+#include "varnet/nn/checkpoint.hpp"
 #include "varnet/nn/loss.hpp"
 #include "varnet/nn/network.hpp"
 #include "varnet/nn/optimizer.hpp"

@@ -3,6 +3,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "varnet/core/aligned.hpp"
@@ -10,6 +14,15 @@
 #include "varnet/ops/gemm.hpp"
 
 namespace varnet {
+
+namespace detail {
+// A double as text that reads back to the same value (17 significant digits).
+inline std::string exact_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+}  // namespace detail
 
 struct AdamOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
@@ -44,6 +57,25 @@ class Adam {
   }
   int64_t steps() const { return t_; }
 
+  // State for checkpoints (nn/checkpoint.hpp): the name, the settings a resumed run must share,
+  // the moment buffers m and v (one entry per parameter), and the update count t.
+  static std::string name() { return "adam"; }
+  std::map<std::string, std::string> settings() const {
+    return {{"beta1", detail::exact_text(opt_.beta1)},
+            {"beta2", detail::exact_text(opt_.beta2)},
+            {"eps", detail::exact_text(opt_.eps)}};
+  }
+  std::vector<std::pair<std::string, const AlignedVector<T>*>> buffers() const {
+    return {{"m", &m_}, {"v", &v_}};
+  }
+  std::vector<std::pair<std::string, AlignedVector<T>*>> buffers() {
+    return {{"m", &m_}, {"v", &v_}};
+  }
+  void set_steps(int64_t t) {
+    check(t >= 0, "Adam::set_steps", "a non-negative update count", t);
+    t_ = t;
+  }
+
  private:
   AdamOptions opt_;
   AlignedVector<T> m_, v_;
@@ -65,11 +97,28 @@ class Sgd {
     auto b = ops::VectorMap<T>(b_.data(), n).array();
     b = T(momentum_) * b + ops::ConstVectorMap<T>(grads.data(), n).array();
     ops::VectorMap<T>(params.data(), n).array() -= T(lr) * b;
+    ++t_;
+  }
+  int64_t steps() const { return t_; }
+
+  // State for checkpoints, as Adam's: the momentum buffer and the update count.
+  static std::string name() { return "sgd"; }
+  std::map<std::string, std::string> settings() const {
+    return {{"momentum", detail::exact_text(momentum_)}};
+  }
+  std::vector<std::pair<std::string, const AlignedVector<T>*>> buffers() const {
+    return {{"momentum", &b_}};
+  }
+  std::vector<std::pair<std::string, AlignedVector<T>*>> buffers() { return {{"momentum", &b_}}; }
+  void set_steps(int64_t t) {
+    check(t >= 0, "Sgd::set_steps", "a non-negative update count", t);
+    t_ = t;
   }
 
  private:
   double momentum_;
   AlignedVector<T> b_;
+  int64_t t_ = 0;
 };
 
 // lr(step) = base * (1 - step / total): linear decay towards 0 over `total` steps.

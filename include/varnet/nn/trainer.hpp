@@ -63,7 +63,8 @@ class Trainer {
       for (int64_t i = 0; i < e.shape.numel(); ++i)
         if (!std::isfinite(g[size_t(e.offset + i)]))
           throw NonFiniteError(str("training step ", step_, ": expected finite gradients, found ",
-                                   g[size_t(e.offset + i)], " in '", e.name, "' at element ", i));
+                                   g[size_t(e.offset + i)], " in '", e.name, "' (layer '",
+                                   net_.layer(e.layer).name(), "') at element ", i));
     }
   }
 
