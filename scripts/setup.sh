@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what varnet needs from Debian: a compiler and CMake, Eigen, zlib, Catch2, Google
-# Benchmark, and the Fashion-MNIST data set. Idempotent: does nothing when everything is there.
+# Benchmark, clang with its sanitizer and libFuzzer runtimes (scripts/fuzz.sh), and the
+# Fashion-MNIST data set. Idempotent: does nothing when everything is there.
 set -euo pipefail
 
-packages=(cmake g++ make libeigen3-dev zlib1g-dev catch2 libbenchmark-dev dataset-fashion-mnist)
+packages=(cmake g++ make libeigen3-dev zlib1g-dev catch2 libbenchmark-dev clang libclang-rt-dev
+  dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Set-up, build and every test: what CI runs (.ci/run calls this).
-#   ./scripts/test.sh            build in build/ and run ctest
-# Environment: BUILD_DIR (default build), JOBS (default: all cores).
+#   ./scripts/test.sh   1. build in build/ (Release) and run every test with ctest;
+#                       2. build the CPU test suite again in build-asan/ under AddressSanitizer and
+#                          UndefinedBehaviorSanitizer (any report fails the test) and run it;
+#                       3. run each libFuzzer target for FUZZ_SECONDS (scripts/fuzz.sh).
+# Environment: BUILD_DIR (default build), JOBS (default: all cores), SANITIZE (default 1; 0 skips
+# steps 2 and 3), ASAN_BUILD_DIR (default build-asan), FUZZ_SECONDS (default 20; 0 skips step 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -10,5 +14,25 @@ jobs=${JOBS:-$(nproc)}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$jobs"
 # Tests run in parallel, one OpenMP thread each, so that they do not fight over the cores.
-cd "$build"
-OMP_NUM_THREADS=1 ctest --output-on-failure -j "$jobs"
+(cd "$build" && OMP_NUM_THREADS=1 ctest --output-on-failure -j "$jobs")
+
+[ "${SANITIZE:-1}" != 0 ] || exit 0
+start=$(date +%s)
+asan=${ASAN_BUILD_DIR:-build-asan}
+sanitize="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+  -DCMAKE_CXX_FLAGS="$sanitize" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
+  -DVARNET_BUILD_BENCHMARKS=OFF -DVARNET_ENABLE_CUDA=OFF
+cmake --build "$asan" -j "$jobs"
+# install_consumer builds a separate project against an installed copy: packaging, which step 1
+# checked; it is not re-run here.
+(cd "$asan" && OMP_NUM_THREADS=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --output-on-failure -j "$jobs" -E '^install_consumer$')
+echo "test: sanitizer build and tests took $(($(date +%s) - start)) s"
+
+fuzz_seconds=${FUZZ_SECONDS:-20}
+if [ "$fuzz_seconds" != 0 ]; then
+  start=$(date +%s)
+  FUZZ_SECONDS=$fuzz_seconds ./scripts/fuzz.sh
+  echo "test: fuzzing took $(($(date +%s) - start)) s"
+fi
