@@ -94,6 +94,28 @@ TEST_CASE("optim: Adam matches a hand-computed two-step update", "[optim]") {
   }
 }
 
+TEST_CASE("optim: Adam's per-range learning-rate scale", "[optim]") {
+  // Two identical Adams on the same gradients; the second scales parameters [2, 5) by 3. After
+  // the same steps, its moves there are 3x the first's (the moments do not depend on lr), and
+  // elsewhere identical.
+  const std::vector<float> g = {0.3f, -1.0f, 0.5f, 2.0f, -0.1f, 0.7f};
+  varnet::Adam<float> a(6), b(6);
+  b.set_lr_scale(2, 3, 3.0);
+  std::vector<float> pa(6, 1.0f), pb(6, 1.0f);
+  for (int s = 0; s < 3; ++s) {
+    a.step(pa, g, 0.01);
+    b.step(pb, g, 0.01);
+  }
+  for (size_t i = 0; i < 6; ++i) {
+    INFO("element " << i);
+    const float expect = (i >= 2 && i < 5) ? 3 * (pa[i] - 1.0f) : pa[i] - 1.0f;
+    CHECK(pb[i] - 1.0f == Approx(expect).epsilon(1e-5));
+  }
+  CHECK_THROWS_WITH(b.set_lr_scale(4, 3, 1.0),
+                    Catch::Matchers::ContainsSubstring("a range inside"));
+  CHECK_THROWS_WITH(b.set_lr_scale(0, 1, -1.0), Catch::Matchers::ContainsSubstring("scale >= 0"));
+}
+
 TEST_CASE("optim: SGD with heavy-ball momentum, as torch.optim.SGD", "[optim]") {
   std::vector<double> p = {1.0, -1.0};
   Sgd<double> sgd(2, 0.9);

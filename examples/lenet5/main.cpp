@@ -25,9 +25,19 @@ const char* kHelp = R"(lenet5: train and evaluate a variance LeNet-5 on MNIST-fo
   --data DIR            directory with train-images-idx3-ubyte, train-labels-idx1-ubyte,
                         t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each raw or .gz)
                         [/usr/share/datasets/fashion-mnist]
-  --var-layers LIST     which weight layers (1-4) are variance layers, e.g. 1,2,3, or none [1]
-  --dist D              gaussian|bernoulli|uniform, or none for the deterministic twin [gaussian]
-  --param P             sigma|log_sigma2: what the variance layers learn [sigma]
+  --var-layers LIST     which weight layers (1-4) are stochastic, e.g. 1,2,3 [1]
+  --layer-kind K        the kind of those layers: variance|gdo|vdo|svdo|dropout|deterministic
+                        (gdo: Gaussian dropout, vdo: variational dropout with one alpha per
+                        layer, svdo: sparse variational dropout) [variance]
+  --dist D              variance layers: gaussian|bernoulli|uniform, or none for the
+                        deterministic twin [gaussian]
+  --param P             variance layers: sigma|log_sigma2, what they learn [sigma]
+  --alpha A             gdo: the fixed alpha (binary dropout p matches alpha = p / (1 - p)) [1]
+  --dropout-p P         dropout: the drop probability [0.5]
+  --kl-beta B           gdo/vdo/svdo: weight of the KL term, N * CE + B * KL [1]
+  --kl-warmup E         epochs over which the KL weight grows linearly from 0 to B [0]
+  --threshold T         svdo: weights with log alpha > T are pruned in mean mode and counted
+                        as dropped in the reports [3]
   --train-samples K     samples per step of the K-sample objective [1]
   --epochs E            training epochs [5]
   --batch B             mini-batch size [128]
@@ -47,11 +57,14 @@ const char* kHelp = R"(lenet5: train and evaluate a variance LeNet-5 on MNIST-fo
   --help                this text
 
 The last line of output is JSON with test_acc_mean, test_acc_K and test_nll_K for each K,
-test_acc_10_batchstats, train_img_per_s, epochs and the configuration.
+test_acc_10_batchstats, train_img_per_s, epochs, the configuration, and for the weight layers
+their KL, mean log alpha and fraction of weights with log alpha above the threshold, with the
+network's compression ratio.
 )";
 
 struct Config {
-  std::string data, dist, param, save;
+  std::string data, dist, param, save, layer_kind;
+  double alpha, dropout_p, kl_beta, kl_warmup, threshold;
   std::vector<int64_t> var_layers, samples;
   int64_t train_samples, epochs, batch, seed, train_limit, eval_batch;
   double lr;
@@ -61,12 +74,18 @@ struct Config {
 };
 
 Config parse(int argc, char** argv) {
-  const varnet::cli::Args a(
-      argc, argv,
-      {"--data", "--var-layers", "--dist", "--param", "--train-samples", "--epochs", "--batch",
-       "--lr", "--seed", "--samples", "--save", "--train-limit", "--eval-batch", "--checkpoint",
-       "--checkpoint-every", "--resume"},
-      {"--help", "--overwrite", "--no-finite-check"});
+  const varnet::cli::Args a(argc, argv, {"--checkpoint",  "--checkpoint-every",
+                                         "--resume",      "--data",
+                                         "--var-layers",  "--dist",
+                                         "--param",       "--train-samples",
+                                         "--epochs",      "--batch",
+                                         "--lr",          "--seed",
+                                         "--samples",     "--save",
+                                         "--train-limit", "--eval-batch",
+                                         "--layer-kind",  "--alpha",
+                                         "--dropout-p",   "--kl-beta",
+                                         "--kl-warmup",   "--threshold"},
+                            {"--help", "--overwrite", "--no-finite-check"});
   if (a.has("--help")) {
     std::cout << kHelp;
     std::exit(0);
@@ -97,7 +116,17 @@ Config parse(int argc, char** argv) {
     varnet::check(std::filesystem::is_directory(p.has_parent_path() ? p.parent_path() : "."),
                   "--checkpoint", "a path in an existing directory", "'" + c.checkpoint + "'");
   }
-  if (c.dist == "none") c.var_layers.clear();
+  c.layer_kind = a.get_choice("--layer-kind", "variance",
+                              {"variance", "gdo", "vdo", "svdo", "dropout", "deterministic"});
+  c.alpha = a.get_double("--alpha", 1.0, 1e-6, 1e6);
+  c.dropout_p = a.get_double("--dropout-p", 0.5, 0.0, 0.99);
+  c.kl_beta = a.get_double("--kl-beta", 1.0, 0.0, 1e6);
+  c.kl_warmup = a.get_double("--kl-warmup", 0.0, 0.0, 1e6);
+  c.threshold = a.get_double("--threshold", 3.0, -20, 20);
+  if (c.dist == "none" || c.layer_kind == "deterministic") c.var_layers.clear();
+  varnet::check(c.dist == "gaussian" || c.dist == "none" || c.layer_kind == "variance", "--dist",
+                "--dist only with --layer-kind variance", "--dist ", c.dist, " with --layer-kind ",
+                c.layer_kind);
   if (!c.save.empty()) {  // fail now, not after hours of training
     namespace fs = std::filesystem;
     const fs::path p(c.save);
@@ -117,6 +146,31 @@ std::string json_list(const std::vector<int64_t>& v) {
   return s + "]";
 }
 
+// Prints a table of the weight layers (dropout rates, sparsity, KL) and returns it as JSON members.
+std::string weight_json(const varnet::WeightReport& r, double threshold) {
+  std::printf("%-8s %-26s %9s %14s %12s %12s\n", "layer", "kind", "weights", "mean log alpha",
+              str("log a > ", threshold).c_str(), "KL");
+  std::string layers;
+  for (const auto& l : r.layers) {
+    const auto& s = l.stats;
+    if (s.has_log_alpha)
+      std::printf("%-8s %-26s %9lld %14.3f %12.4f %12.1f\n", l.name.c_str(), l.kind.c_str(),
+                  (long long)s.weights, s.mean_log_alpha, s.fraction_above, s.kl);
+    else
+      std::printf("%-8s %-26s %9lld %14s %12s %12s\n", l.name.c_str(), l.kind.c_str(),
+                  (long long)s.weights, "-", "-", "-");
+    layers += str(layers.empty() ? "" : ",", "{\"name\":\"", l.name, "\",\"kind\":\"", l.kind,
+                  "\",\"weights\":", s.weights, ",\"kept\":", s.kept);
+    if (s.has_log_alpha)
+      layers += str(",\"mean_log_alpha\":", s.mean_log_alpha,
+                    ",\"frac_log_alpha_above_threshold\":", s.fraction_above, ",\"kl\":", s.kl);
+    layers += "}";
+  }
+  std::printf("compression %.3f (%lld of %lld weights kept), KL %.1f\n", r.compression(),
+              (long long)r.kept, (long long)r.weights, r.kl);
+  return str(",\"kl\":", r.kl, ",\"compression\":", r.compression(), ",\"layers\":[", layers, "]");
+}
+
 int run(const Config& c) {
   using T = float;
   std::cout << "reading " << c.data << "\n";
@@ -133,6 +187,10 @@ int run(const Config& c) {
 
   varnet::LeNet5Config cfg;
   cfg.variance_layers.assign(c.var_layers.begin(), c.var_layers.end());
+  cfg.kind = varnet::parse_layer_kind(c.layer_kind);
+  cfg.dropout.alpha = c.alpha;
+  cfg.dropout.threshold = c.threshold;
+  cfg.dropout_p = c.dropout_p;
   if (c.dist != "none") cfg.variance.dist = varnet::parse_weight_dist(c.dist);
   cfg.variance.param =
       c.param == "sigma" ? varnet::VarianceParam::sigma : varnet::VarianceParam::log_sigma2;
@@ -145,6 +203,8 @@ int run(const Config& c) {
                                               c.finite_check);
   const int64_t steps_per_epoch = in.n / c.batch;  // the last partial batch is dropped
   const varnet::LinearDecay lr{c.lr, steps_per_epoch * c.epochs};
+  const varnet::KlWarmup beta{c.kl_beta, int64_t(c.kl_warmup * double(steps_per_epoch))};
+  const bool has_kl = net.kl() > 0;  // variational and sparse variational dropout
   varnet::Tensor<T> x;
   std::vector<int32_t> y;
   double train_seconds = 0;
@@ -161,7 +221,13 @@ int run(const Config& c) {
       {"batch", std::to_string(c.batch)},
       {"lr", varnet::detail::exact_text(c.lr)},
       {"train_images", str(in.n, " of ", in.h, "x", in.w)},
-      {"classes", std::to_string(cfg.classes)}};
+      {"classes", std::to_string(cfg.classes)},
+      {"layer_kind", c.layer_kind},
+      {"alpha", varnet::detail::exact_text(c.alpha)},
+      {"dropout_p", varnet::detail::exact_text(c.dropout_p)},
+      {"kl_beta", varnet::detail::exact_text(c.kl_beta)},
+      {"kl_warmup", varnet::detail::exact_text(c.kl_warmup)},
+      {"threshold", varnet::detail::exact_text(c.threshold)}};
   int64_t start_epoch = 0, start_step = 0, resumed_correct = 0;
   double resumed_loss = 0;
   if (!c.resume.empty()) {
@@ -205,23 +271,29 @@ int run(const Config& c) {
   for (int64_t e = start_epoch; e < c.epochs; ++e) {
     const auto order = varnet::data::shuffled_order(in.n, uint64_t(c.seed), uint32_t(e));
     const auto t0 = Clock::now();
-    double loss = 0;
+    double loss = 0, kl = 0;
     int64_t correct = 0;
     if (e == start_epoch) loss = resumed_loss, correct = resumed_correct;
     for (int64_t s = e == start_epoch ? start_step : 0; s < steps_per_epoch; ++s) {
       varnet::data::gather_batch(d.train, order, s * c.batch, c.batch, x, y);
+      if (has_kl) trainer.set_kl_weight(beta.at(trainer.steps()) / double(in.n));
       const varnet::LossResult r = trainer.step(x.view(), y.data(), lr.at(trainer.steps()));
       loss += r.loss;
       correct += r.correct;
       if (c.checkpoint_every > 0 && trainer.steps() % uint64_t(c.checkpoint_every) == 0)
         checkpoint(e, s + 1, loss, correct);
+      kl = r.kl;
     }
     const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
     train_seconds += sec;
-    std::printf("epoch %lld/%lld  loss %.4f  train acc %.4f  %.0f img/s  (%.1f s)\n",
+    std::printf("epoch %lld/%lld  loss %.4f  train acc %.4f  %.0f img/s  (%.1f s)",
                 (long long)e + 1, (long long)c.epochs, loss / double(steps_per_epoch),
                 double(correct) / double(steps_per_epoch * c.batch),
                 double(steps_per_epoch * c.batch) / sec, sec);
+    if (has_kl)
+      std::printf("  kl %.1f (weight %.3g)  compression %.2f", kl, beta.at(trainer.steps()),
+                  varnet::weight_report(net, c.threshold).compression());
+    std::printf("\n");
     std::fflush(stdout);
   }
   if (!c.checkpoint.empty()) checkpoint(c.epochs, 0, 0, 0);
@@ -258,7 +330,11 @@ int run(const Config& c) {
   json += str(",\"var_layers\":", json_list(c.var_layers), ",\"dist\":\"", c.dist,
               "\",\"param\":\"", c.param, "\",\"train_samples\":", c.train_samples,
               ",\"batch\":", c.batch, ",\"lr\":", c.lr, ",\"seed\":", c.seed,
-              ",\"train_images\":", in.n, ",\"batchnorm_eval\":\"running statistics\"}");
+              ",\"train_images\":", in.n, ",\"batchnorm_eval\":\"running statistics\"");
+  json += str(",\"layer_kind\":\"", c.layer_kind, "\",\"alpha\":", c.alpha,
+              ",\"dropout_p\":", c.dropout_p, ",\"kl_beta\":", c.kl_beta,
+              ",\"kl_warmup\":", c.kl_warmup, ",\"threshold\":", c.threshold);
+  json += weight_json(varnet::weight_report(net, c.threshold), c.threshold) + "}";
 
   if (!c.save.empty()) {
     varnet::save_network(net, c.save,
@@ -266,6 +342,7 @@ int run(const Config& c) {
                           {"var_layers", json_list(c.var_layers)},
                           {"dist", c.dist},
                           {"param", c.param},
+                          {"layer_kind", c.layer_kind},
                           {"classes", std::to_string(cfg.classes)}});
     std::cout << "saved " << c.save << "\n";
   }

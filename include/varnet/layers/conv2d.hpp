@@ -37,6 +37,7 @@ class ConvShaped : public Layer<T> {
                ", stride ", opt_.stride, ", pad ", opt_.pad, opt_.bias ? ", bias" : "", ")");
   }
   int64_t fan_in() const { return in_c_ * opt_.kernel * opt_.kernel; }
+  WeightStats weight_stats(double) const override { return unpruned_weights(out_c_ * fan_in()); }
 
  protected:
   ops::ConvGeometry geometry(const Shape& in) const {

@@ -12,7 +12,11 @@
 // - backward(x, y, dy, dx, scratch, ctx): parameter gradients ACCUMULATE (+=) into the gradient
 //   buffer; dx is OVERWRITTEN. dx.data may be null when no input gradient is needed (the first
 //   layer), and then the layer skips that work. x, y and scratch are exactly as forward left them.
-// - kl(): the layer's regularizer (0 unless the layer has a prior).
+// - kl(): the layer's regularizer (0 unless the layer has a prior); add_kl_gradient(scale) adds
+//   scale * dKL/dparams to the gradient buffer and returns the KL (one pass for both: the
+//   trainer calls it once per step).
+// - weight_stats(threshold): weight counts, and log alpha statistics for layers that have one
+//   (nn/sparsity.hpp turns them into per-layer reports and a compression ratio).
 // - Noise: a layer draws from NoiseKey{ctx.seed, id(), ctx.step, ctx.stream} and element indices
 //   into its output (or weight) tensor, never from a hidden generator.
 #pragma once
@@ -28,6 +32,23 @@
 
 namespace varnet {
 
+// What a weight layer reports about its weights (biases excluded).
+struct WeightStats {
+  int64_t weights = 0;         // number of weights
+  int64_t kept = 0;            // weights that survive pruning at the threshold
+  bool has_log_alpha = false;  // false: the layer has no dropout rate (deterministic, variance)
+  double mean_log_alpha = 0;   // mean over the weights of log alpha = log(sigma2 / theta^2)
+  double fraction_above = 0;   // fraction of weights with log alpha above the threshold
+  double kl = 0;               // the layer's KL term
+};
+
+// Stats of a layer whose n weights are all kept and have no dropout rate.
+inline WeightStats unpruned_weights(int64_t n) {
+  WeightStats s;
+  s.weights = s.kept = n;
+  return s;
+}
+
 template <class T>
 class Layer {
  public:
@@ -42,6 +63,8 @@ class Layer {
   virtual void backward(ConstView<T> x, ConstView<T> y, ConstView<T> dy, TensorView<T> dx,
                         T* scratch, const Context& ctx) = 0;
   virtual double kl() const { return 0.0; }
+  virtual double add_kl_gradient(T /*scale*/) { return 0.0; }
+  virtual WeightStats weight_stats(double /*threshold*/) const { return {}; }
   // True when the layer draws noise in sample mode (its output depends on ctx.stream).
   virtual bool stochastic() const { return false; }
   // A one-line description of the configuration, for summaries.

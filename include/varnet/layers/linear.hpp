@@ -37,6 +37,7 @@ class Linear : public Layer<T> {
                         has_bias_ ? this->grad(bias_) : nullptr, dx.data, x.shape.n, in_, out_);
   }
 
+  WeightStats weight_stats(double) const override { return unpruned_weights(out_ * in_); }
   const ParamRef& weight_ref() const { return weight_; }
 
  private:

@@ -134,6 +134,7 @@ class VarianceLinear : public Layer<T> {
   bool stochastic() const override { return true; }
   const VarianceOptions& options() const { return w_.opt; }
   const ParamRef& variance_param() const { return param_; }
+  WeightStats weight_stats(double) const override { return unpruned_weights(out_ * in_); }
 
   Shape output_shape(const Shape& in) const override {
     this->expect_input(in, in_, 1, 1);

@@ -1,7 +1,8 @@
 // LeNet-5 (Caffe variant) as in PAPER.md section 6:
 //   conv 20 5x5 -> BN -> ReLU -> maxpool 2 -> conv 50 5x5 -> BN -> ReLU -> maxpool 2 -> flatten
 //   -> fc 500 -> BN -> ReLU -> fc classes; no weight biases (batch norm follows, or the logits).
-// Any of the four weight layers (numbered 1-4) may be a variance layer.
+// Any of the four weight layers (numbered 1-4) may be a variance layer, or any other stochastic
+// layer kind of models/layer_kinds.hpp.
 #pragma once
 
 #include <algorithm>
@@ -14,42 +15,47 @@
 #include "varnet/layers/linear.hpp"
 #include "varnet/layers/pooling.hpp"
 #include "varnet/layers/variance.hpp"
+#include "varnet/models/layer_kinds.hpp"
 #include "varnet/nn/network.hpp"
 
 namespace varnet {
 
 struct LeNet5Config {
-  std::vector<int> variance_layers = {1};  // which of the weight layers 1-4 are variance layers
-  VarianceOptions variance;                // their distribution and parameterization
+  std::vector<int> variance_layers = {1};  // which of the weight layers 1-4 are stochastic
+  LayerKind kind = LayerKind::variance;    // the kind of those layers; the others: deterministic
+  VarianceOptions variance;                // variance layers' distribution and parameterization
+  DropoutOptions dropout;                  // gdo, vdo, svdo options
+  double dropout_p = 0.5;                  // binary dropout's drop probability
+  // Per-layer kinds (4 entries) overriding variance_layers and kind, for mixed networks.
+  std::vector<LayerKind> kinds;
   int64_t classes = 10;
+
+  LayerKind kind_of(int layer) const {
+    if (!kinds.empty()) return kinds[size_t(layer - 1)];
+    return std::find(variance_layers.begin(), variance_layers.end(), layer) != variance_layers.end()
+               ? kind
+               : LayerKind::deterministic;
+  }
 };
 
 // Builds (and initialises) LeNet-5 for inputs of one sample's shape `input` (C, H, W).
 template <class T>
 Network<T> make_lenet5(const LeNet5Config& cfg, Shape input, uint64_t seed) {
   for (int l : cfg.variance_layers)
-    check(l >= 1 && l <= 4, "LeNet-5", "variance layer numbers in 1-4", l);
-  const auto is_var = [&](int l) {
-    return std::find(cfg.variance_layers.begin(), cfg.variance_layers.end(), l) !=
-           cfg.variance_layers.end();
-  };
+    check(l >= 1 && l <= 4, "LeNet-5", "stochastic layer numbers in 1-4", l);
+  check(cfg.kinds.empty() || cfg.kinds.size() == 4, "LeNet-5", "no per-layer kinds, or 4",
+        cfg.kinds.size());
+  const StochasticOptions so{cfg.variance, cfg.dropout, cfg.dropout_p};
   check(input.h >= 16 && input.w >= 16, "LeNet-5", "inputs of at least 16x16 pixels", input.h, "x",
         input.w);
   const ConvOptions conv{5, 1, 0, false};
   Network<T> net;
   const auto add_conv = [&](int index, int64_t in_c, int64_t out_c) {
-    const std::string name = "conv" + std::to_string(index);
-    if (is_var(index))
-      net.template emplace<VarianceConv2d<T>>(name, in_c, out_c, conv, cfg.variance);
-    else
-      net.template emplace<Conv2d<T>>(name, in_c, out_c, conv);
+    varnet::add_conv(net, "conv" + std::to_string(index), cfg.kind_of(index), in_c, out_c, conv,
+                     so);
   };
   const auto add_fc = [&](int index, int64_t in, int64_t out) {
-    const std::string name = "fc" + std::to_string(index - 2);
-    if (is_var(index))
-      net.template emplace<VarianceLinear<T>>(name, in, out, cfg.variance);
-    else
-      net.template emplace<Linear<T>>(name, in, out, false);
+    add_dense(net, "fc" + std::to_string(index - 2), cfg.kind_of(index), in, out, so);
   };
   add_conv(1, input.c, 20);
   net.template emplace<BatchNorm<T>>("bn1", 20);

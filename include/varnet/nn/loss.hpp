@@ -15,6 +15,7 @@ namespace varnet {
 struct LossResult {
   double loss = 0;      // mean over the batch
   int64_t correct = 0;  // rows whose arg max of the (averaged) probabilities is the label
+  double kl = 0;        // the network's KL term when the Trainer's KL weight is not 0
 };
 
 namespace detail {

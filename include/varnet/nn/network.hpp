@@ -126,6 +126,12 @@ class Network {
     for (const auto& l : layers_) s += l->kl();
     return s;
   }
+  // grads() += scale * dKL/dparams; returns the KL.
+  double add_kl_gradient(T scale) {
+    double s = 0;
+    for (auto& l : layers_) s += l->add_kl_gradient(scale);
+    return s;
+  }
 
   // Sets the prediction mode of one layer (by name), or clears it with std::nullopt.
   void set_mode_override(const std::string& layer_name, std::optional<PredictMode> m) {

@@ -53,7 +53,21 @@ class Adam {
     auto v = ops::VectorMap<T>(v_.data(), n).array();
     m = b1 * m + (1 - b1) * g;
     v = b2 * v + (1 - b2) * g.square();
-    p -= step * m / ((v / c2).sqrt() + eps);
+    if (lr_scale_.empty())
+      p -= step * m / ((v / c2).sqrt() + eps);
+    else
+      p -= step * ops::ConstVectorMap<T>(lr_scale_.data(), n).array() * m / ((v / c2).sqrt() + eps);
+  }
+  // Multiplies the learning rate of parameters [offset, offset + count) by `scale`, e.g. a faster
+  // rate for dropout rates (Adam moves a parameter by about lr per step, whatever its gradient).
+  // Configuration, not state: a resumed run sets it again.
+  void set_lr_scale(int64_t offset, int64_t count, double scale) {
+    check(offset >= 0 && count >= 0 && offset + count <= int64_t(m_.size()), "Adam::set_lr_scale",
+          str("a range inside the ", m_.size(), " parameters"), "[", offset, ", ", offset + count,
+          ")");
+    check(scale >= 0 && std::isfinite(scale), "Adam::set_lr_scale", "a finite scale >= 0", scale);
+    if (lr_scale_.empty()) lr_scale_.assign(m_.size(), T(1));
+    std::fill(lr_scale_.begin() + offset, lr_scale_.begin() + offset + count, T(scale));
   }
   int64_t steps() const { return t_; }
 
@@ -79,6 +93,7 @@ class Adam {
  private:
   AdamOptions opt_;
   AlignedVector<T> m_, v_;
+  AlignedVector<T> lr_scale_;  // empty: 1 everywhere
   int64_t t_ = 0;
 };
 

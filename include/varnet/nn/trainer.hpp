@@ -1,7 +1,12 @@
 // One optimisation step: K forward passes (one noise sample each, in workspace slots 0..K-1),
-// the K-sample cross-entropy, K backward passes, a non-finite check, and the optimizer update.
+// the K-sample cross-entropy, K backward passes, the KL term's gradient, a non-finite check, and
+// the optimizer update.
+//
+// The objective per step is  mean CE + kl_weight * KL,  the variational objective
+// N * mean CE + beta * KL divided by N: set kl_weight = beta / N (set_kl_weight, any step).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -11,6 +16,16 @@
 #include "varnet/ops/gemm.hpp"
 
 namespace varnet {
+
+// beta(step) = beta * min(1, step / warmup_steps): the KL weight's linear warm-up (no warm-up
+// when warmup_steps is 0). Trainer::set_kl_weight takes beta(step) / N.
+struct KlWarmup {
+  double beta = 1;
+  int64_t warmup_steps = 0;
+  double at(int64_t step) const {
+    return warmup_steps <= 0 ? beta : beta * std::min(1.0, double(step) / double(warmup_steps));
+  }
+};
 
 // Raised when the loss or a gradient is not finite; the message names the step (and the tensor).
 class NonFiniteError : public Error {
@@ -39,18 +54,30 @@ class Trainer {
       dlogits_[size_t(k)].resize(out_[size_t(k)].shape);
       dout_[size_t(k)] = dlogits_[size_t(k)].view();
     }
-    const LossResult r = cross_entropy(out_, labels, &dout_);
+    LossResult r = cross_entropy(out_, labels, &dout_);
     if (check_finite_ && !std::isfinite(r.loss))
       throw NonFiniteError(
           str("training step ", step_, ": expected a finite loss, found ", r.loss));
     for (int k = 0; k < samples_; ++k)
       net_.backward(dout_[size_t(k)], Context::train(seed_, step_, uint32_t(k)), size_t(k));
+    if (kl_weight_ != 0) {
+      r.kl = net_.add_kl_gradient(T(kl_weight_));
+      if (check_finite_ && !std::isfinite(r.kl))
+        throw NonFiniteError(str("training step ", step_, ": expected a finite KL, found ", r.kl));
+    }
     if (check_finite_) check_gradients();
     opt_.step(net_.params(), net_.grads(), lr);
     ++step_;
     return r;
   }
 
+  // The weight of the KL term in the per-sample objective (0: no KL gradient, and steps report
+  // kl = 0 without computing it).
+  void set_kl_weight(double w) {
+    check(w >= 0 && std::isfinite(w), "Trainer", "a finite KL weight >= 0", w);
+    kl_weight_ = w;
+  }
+  double kl_weight() const { return kl_weight_; }
   uint32_t steps() const { return step_; }
   void set_steps(uint32_t s) { step_ = s; }
 
@@ -73,6 +100,7 @@ class Trainer {
   int samples_;
   uint64_t seed_;
   bool check_finite_;
+  double kl_weight_ = 0;
   uint32_t step_ = 0;
   std::vector<Tensor<T>> dlogits_;
   std::vector<ConstView<T>> out_;

@@ -1,0 +1,259 @@
+// Dense and convolutional layers with factorized Gaussian weights w ~ N(theta, sigma2), sampled
+// with the local reparameterization trick (PAPER.md section 1), for any posterior of
+// layers/weight_posteriors.hpp:
+//
+//   sample mode  m = x . theta^T (+ b),  v = (x*x) . sigma2^T,  y = m + eps sqrt(v + e0)
+//   mean mode    y = x . mean_weights^T (+ b)   (theta, or theta pruned for sparse VD)
+//
+// Backward (g = dL/dy, r = eps / (2 s) kept by lrt_forward in place of v):
+//   d theta += g^T x,  d sigma2 = (g r)^T (x*x),  dx = g theta + 2 x ((g r) sigma2)
+// and the posterior maps d sigma2 back to its own parameters.
+//
+// The variance layers (layers/variance.hpp) are the zero-mean member of this family; they stay
+// separate because they have no theta and sample Bernoulli and uniform weights too.
+#pragma once
+
+#include <algorithm>
+
+#include "varnet/layers/conv2d.hpp"
+#include "varnet/layers/layer.hpp"
+#include "varnet/layers/weight_posteriors.hpp"
+#include "varnet/ops/conv.hpp"
+#include "varnet/ops/dense.hpp"
+#include "varnet/ops/lrt.hpp"
+
+namespace varnet {
+
+// What the dense and conv layers share: parameters, the posterior, KL and statistics.
+template <class T, class Posterior, class Base>
+class MeanFieldBase : public Base {
+ public:
+  template <class... BaseArgs>
+  MeanFieldBase(DropoutOptions o, BaseArgs&&... args)
+      : Base(std::forward<BaseArgs>(args)...), post_{o} {
+    post_.validate();
+  }
+
+  bool stochastic() const override { return true; }
+  const DropoutOptions& options() const { return post_.opt; }
+  const Posterior& posterior() const { return post_; }
+  const ParamRef& theta_ref() const { return theta_; }
+  const ParamRef& aux_ref() const { return aux_; }
+
+  double kl() const override { return post_.kl(view()); }
+  double add_kl_gradient(T scale) override { return post_.add_kl_gradient(view(), scale); }
+  WeightStats weight_stats(double threshold) const override {
+    return post_.stats(view(), threshold);
+  }
+
+ protected:
+  // Registers theta (O, ...), the posterior's second tensor and the bias.
+  void declare_tensors(ParamTable& t, const Shape& weights, int64_t out, int64_t fan_in) {
+    n_ = weights.numel();
+    theta_ = t.declare(this->name() + ".theta", weights, Init::fan_in(fan_in), this->id());
+    if (post_.aux_name())
+      aux_ = t.declare(this->name() + "." + post_.aux_name(), post_.aux_shape(weights),
+                       post_.aux_init(), this->id());
+    if (post_.opt.bias)
+      bias_ = t.declare(this->name() + ".bias", Shape(out, 1), Init::fan_in(fan_in), this->id());
+  }
+  PosteriorView<T> view() const {
+    const bool aux = post_.aux_name() != nullptr;
+    return PosteriorView<T>{this->param(theta_), aux ? this->param(aux_) : nullptr,
+                            this->grad(theta_), aux ? this->grad(aux_) : nullptr, n_};
+  }
+  const T* theta() const { return this->param(theta_); }
+  const T* bias() const { return post_.opt.bias ? this->param(bias_) : nullptr; }
+  T* bias_grad() const { return post_.opt.bias ? this->grad(bias_) : nullptr; }
+  std::string describe_posterior() const {
+    return str(post_.describe(), post_.opt.bias ? ", bias" : "");
+  }
+
+  Posterior post_;
+  ParamRef theta_, aux_, bias_;
+  int64_t n_ = 0;
+};
+
+// Dense: input (N, I, 1, 1), theta (O, I), output (N, O, 1, 1).
+template <class T, class Posterior>
+class MeanFieldLinear : public MeanFieldBase<T, Posterior, Layer<T>> {
+  using Base = MeanFieldBase<T, Posterior, Layer<T>>;
+
+ public:
+  MeanFieldLinear(int64_t in_features, int64_t out_features, DropoutOptions o = {})
+      : Base(o), in_(in_features), out_(out_features) {
+    check(in_ > 0 && out_ > 0, kind(), "positive feature counts", in_, " -> ", out_);
+  }
+
+  std::string kind() const override { return std::string(Posterior::family()) + "Linear"; }
+  std::string describe() const override {
+    return str(kind(), "(", in_, " -> ", out_, ", ", this->describe_posterior(), ")");
+  }
+  Shape output_shape(const Shape& in) const override {
+    this->expect_input(in, in_, 1, 1);
+    return Shape(in.n, out_);
+  }
+  void declare(ParamTable& t) override { this->declare_tensors(t, Shape(out_, in_), out_, in_); }
+  // sample: sigma2, d sigma2 (O, I); x*x (N, I); v (N, O).  mean: weights, their gradient (O, I)
+  int64_t scratch_size(const Shape& in) const override {
+    return 2 * out_ * in_ + in.n * (in_ + out_);
+  }
+
+  void forward(ConstView<T> x, TensorView<T> y, T* scratch, const Context& ctx) override {
+    const int64_t n = x.shape.n, OI = out_ * in_;
+    const auto p = this->view();
+    if (this->mode(ctx) == PredictMode::mean) {
+      this->post_.mean_weights(p, scratch);
+      return ops::dense_forward(x.data, static_cast<const T*>(scratch), this->bias(), y.data, n,
+                                in_, out_);
+    }
+    T *s2 = scratch, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
+    this->post_.variance(p, s2);
+    ops::dense_forward(x.data, this->theta(), this->bias(), y.data, n, in_, out_);
+    ops::VectorMap<T>(x2, n * in_).array() =
+        ops::ConstVectorMap<T>(x.data, n * in_).array().square();
+    ops::matrix(v, n, out_).noalias() =
+        ops::matrix(static_cast<const T*>(x2), n, in_) *
+        ops::matrix(static_cast<const T*>(s2), out_, in_).transpose();
+    ops::lrt_forward(this->noise_key(ctx), ops::LrtLayout{n, out_, 1, false},
+                     static_cast<const T*>(nullptr), true, T(this->post_.opt.e0), v, y.data);
+  }
+
+  void backward(ConstView<T> x, ConstView<T>, ConstView<T> dy, TensorView<T> dx, T* scratch,
+                const Context& ctx) override {
+    const int64_t n = x.shape.n, OI = out_ * in_;
+    const auto p = this->view();
+    if (this->mode(ctx) == PredictMode::mean) {
+      T *w = scratch, *dw = scratch + OI;
+      std::fill(dw, dw + OI, T(0));
+      ops::dense_backward(x.data, dy.data, static_cast<const T*>(w), dw, this->bias_grad(), dx.data,
+                          n, in_, out_);
+      return this->post_.grad_from_mean_weights(p, dw);
+    }
+    T *s2 = scratch, *ds2 = scratch + OI, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
+    // d theta += dy^T x, db += column sums of dy
+    ops::dense_backward(x.data, dy.data, this->theta(), p.dtheta, this->bias_grad(),
+                        static_cast<T*>(nullptr), n, in_, out_);
+    ops::lrt_backward(ops::LrtLayout{n, out_, 1, false}, dy.data, v);  // v now holds dL/dv
+    const auto dV = ops::matrix(static_cast<const T*>(v), n, out_);
+    ops::matrix(ds2, out_, in_).noalias() =
+        dV.transpose() * ops::matrix(static_cast<const T*>(x2), n, in_);
+    this->post_.grad_from_variance(p, s2, ds2);
+    if (dx.data) {  // dx = 2 x * (dL/dv . sigma2) + dy . theta
+      auto DX = ops::matrix(dx.data, n, in_);
+      DX.noalias() = dV * ops::matrix(static_cast<const T*>(s2), out_, in_);
+      DX.array() *= T(2) * ops::matrix(x.data, n, in_).array();
+      DX.noalias() += ops::matrix(dy.data, n, out_) * ops::matrix(this->theta(), out_, in_);
+    }
+  }
+
+ private:
+  int64_t in_, out_;
+};
+
+// Convolution: input (N, C, H, W), theta (O, C, K, K) stored as (O, R), output (N, O, OH, OW).
+template <class T, class Posterior>
+class MeanFieldConv2d : public MeanFieldBase<T, Posterior, ConvShaped<T>> {
+  using Base = MeanFieldBase<T, Posterior, ConvShaped<T>>;
+
+ public:
+  // ConvOptions::bias is ignored; DropoutOptions::bias decides.
+  MeanFieldConv2d(int64_t in_c, int64_t out_c, ConvOptions conv, DropoutOptions o = {})
+      : Base(o, in_c, out_c, with_bias(conv, o.bias)) {}
+
+  std::string kind() const override { return std::string(Posterior::family()) + "Conv2d"; }
+  std::string describe() const override {
+    return ConvShaped<T>::describe() + ", " + this->describe_posterior();
+  }
+  void declare(ParamTable& t) override {
+    this->declare_tensors(t, this->weight_shape(), this->out_c_, this->fan_in());
+  }
+  // sample: sigma2, d sigma2 (O, R); columns, squared columns (R, NP); mean, variance (O, NP)
+  // mean:   weights, their gradient (O, R); columns (R, NP); channel-major output (O, NP)
+  int64_t scratch_size(const Shape& in) const override {
+    const auto g = this->geometry(in);
+    const int64_t OR = g.out_c * g.rows(), NP = in.n * g.plane();
+    return 2 * OR + 2 * NP * (g.rows() + g.out_c);
+  }
+
+  void forward(ConstView<T> x, TensorView<T> y, T* scratch, const Context& ctx) override {
+    const auto g = this->geometry(x.shape);
+    const int64_t n = x.shape.n, R = g.rows(), OR = g.out_c * R, NP = n * g.plane();
+    const auto p = this->view();
+    if (this->mode(ctx) == PredictMode::mean) {
+      T *w = scratch, *cols = scratch + 2 * OR;
+      this->post_.mean_weights(p, w);
+      return ops::conv_forward(x.data, static_cast<const T*>(w), this->bias(), y.data, n, g, cols,
+                               cols + R * NP);
+    }
+    T *s2 = scratch, *cols = scratch + 2 * OR, *cols2 = cols + R * NP, *m = cols2 + R * NP,
+      *v = m + g.out_c * NP;
+    this->post_.variance(p, s2);
+    ops::im2col(x.data, n, g, cols);
+    ops::VectorMap<T>(cols2, R * NP).array() = ops::VectorMap<T>(cols, R * NP).array().square();
+    ops::matrix(m, g.out_c, NP).noalias() =
+        ops::matrix(this->theta(), g.out_c, R) * ops::matrix(static_cast<const T*>(cols), R, NP);
+    ops::channel_major_to_nchw(static_cast<const T*>(m), this->bias(), n, g.out_c, g.plane(),
+                               y.data);
+    ops::matrix(v, g.out_c, NP).noalias() = ops::matrix(static_cast<const T*>(s2), g.out_c, R) *
+                                            ops::matrix(static_cast<const T*>(cols2), R, NP);
+    ops::lrt_forward(this->noise_key(ctx), ops::LrtLayout{n, g.out_c, g.plane(), true},
+                     static_cast<const T*>(nullptr), true, T(this->post_.opt.e0), v, y.data);
+  }
+
+  void backward(ConstView<T> x, ConstView<T>, ConstView<T> dy, TensorView<T> dx, T* scratch,
+                const Context& ctx) override {
+    const auto g = this->geometry(x.shape);
+    const int64_t n = x.shape.n, R = g.rows(), OR = g.out_c * R, NP = n * g.plane();
+    const auto p = this->view();
+    if (this->mode(ctx) == PredictMode::mean) {
+      T *w = scratch, *dw = scratch + OR, *cols = scratch + 2 * OR;
+      std::fill(dw, dw + OR, T(0));
+      ops::conv_backward(dy.data, static_cast<const T*>(w), dw, this->bias_grad(), dx.data, n, g,
+                         cols, cols + R * NP);
+      return this->post_.grad_from_mean_weights(p, dw);
+    }
+    T *s2 = scratch, *ds2 = scratch + OR, *cols = scratch + 2 * OR, *cols2 = cols + R * NP,
+      *dm = cols2 + R * NP, *v = dm + g.out_c * NP;
+    if (T* db = this->bias_grad()) ops::bias_backward(dy.data, n, g.out_c, g.plane(), db);
+    ops::nchw_to_channel_major(dy.data, n, g.out_c, g.plane(), dm);
+    const auto dM = ops::matrix(static_cast<const T*>(dm), g.out_c, NP);
+    ops::matrix(p.dtheta, g.out_c, R).noalias() +=
+        dM * ops::matrix(static_cast<const T*>(cols), R, NP).transpose();
+    ops::lrt_backward(ops::LrtLayout{n, g.out_c, g.plane(), true}, dy.data, v);  // dL/dv
+    const auto dV = ops::matrix(static_cast<const T*>(v), g.out_c, NP);
+    ops::matrix(ds2, g.out_c, R).noalias() =
+        dV * ops::matrix(static_cast<const T*>(cols2), R, NP).transpose();
+    this->post_.grad_from_variance(p, s2, ds2);
+    if (dx.data) {
+      // 2 x * col2im(C) = col2im(2 cols * C), since every column entry of a pixel holds that
+      // pixel's x: one col2im for both terms, dx = col2im(theta^T dM + 2 cols * (sigma2^T dV)).
+      auto D = ops::matrix(cols2, R, NP);
+      D.noalias() = ops::matrix(static_cast<const T*>(s2), g.out_c, R).transpose() * dV;
+      D.array() *= T(2) * ops::matrix(static_cast<const T*>(cols), R, NP).array();
+      D.noalias() += ops::matrix(this->theta(), g.out_c, R).transpose() * dM;
+      ops::col2im(static_cast<const T*>(cols2), n, g, dx.data);
+    }
+  }
+
+ private:
+  static ConvOptions with_bias(ConvOptions c, bool b) {
+    c.bias = b;
+    return c;
+  }
+};
+
+template <class T>
+using GaussianDropoutLinear = MeanFieldLinear<T, GaussianDropoutPosterior<T>>;
+template <class T>
+using GaussianDropoutConv2d = MeanFieldConv2d<T, GaussianDropoutPosterior<T>>;
+template <class T>
+using VariationalDropoutLinear = MeanFieldLinear<T, VariationalDropoutPosterior<T>>;
+template <class T>
+using VariationalDropoutConv2d = MeanFieldConv2d<T, VariationalDropoutPosterior<T>>;
+template <class T>
+using SparseVDLinear = MeanFieldLinear<T, SparseVDPosterior<T>>;
+template <class T>
+using SparseVDConv2d = MeanFieldConv2d<T, SparseVDPosterior<T>>;
+
+}  // namespace varnet
