@@ -18,59 +18,15 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "mnist_fixture.hpp"
 #include "varnet/varnet.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("varnet_resume_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-void put_u32(std::vector<uint8_t>& b, uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) b.push_back(uint8_t(v >> s));
-}
-
-// Images (n, side, side) and labels as gzipped IDX files: class k (of 4) is a bright square in
-// quadrant k on a dim, varying background.
-void write_set(const fs::path& dir, const std::string& prefix, int n, int side, uint32_t salt) {
-  std::vector<uint8_t> img, lab;
-  put_u32(img, 0x00000803);
-  put_u32(img, uint32_t(n));
-  put_u32(img, uint32_t(side));
-  put_u32(img, uint32_t(side));
-  put_u32(lab, 0x00000801);
-  put_u32(lab, uint32_t(n));
-  const varnet::NoiseKey key{salt, 0, 0, 0};
-  for (int i = 0; i < n; ++i) {
-    const int k = i % 4;
-    lab.push_back(uint8_t(k));
-    for (int r = 0; r < side; ++r)
-      for (int c = 0; c < side; ++c) {
-        const bool in = (r / (side / 2)) == k / 2 && (c / (side / 2)) == k % 2;
-        const float u = varnet::uniform_at(key, uint64_t(i) * side * side + uint64_t(r * side + c));
-        img.push_back(uint8_t(in ? 150 + 100 * u : 60 * u));
-      }
-  }
-  const auto write_gz = [](const fs::path& p, const std::vector<uint8_t>& b) {
-    gzFile f = gzopen(p.string().c_str(), "wb");
-    REQUIRE(f != nullptr);
-    REQUIRE(gzwrite(f, b.data(), unsigned(b.size())) == int(b.size()));
-    REQUIRE(gzclose(f) == Z_OK);
-  };
-  write_gz(dir / (prefix + "-images-idx3-ubyte.gz"), img);
-  write_gz(dir / (prefix + "-labels-idx1-ubyte.gz"), lab);
-}
+using fixture::TempDir;
+using fixture::write_set;
 
 std::vector<std::string> split(const std::string& args) {
   std::istringstream in(args);
@@ -136,7 +92,7 @@ TEST_CASE("lenet5: killed in epoch 2 and resumed, it ends bit-identical to a str
     WARN("VARNET_LENET5 is not set: kill-and-resume test skipped");
     return;
   }
-  TempDir dir;
+  TempDir dir("varnet_resume_");
   // 1024 images in batches of 8: 128 steps per epoch.
   write_set(dir.path, "train", 1024, 20, 1);
   write_set(dir.path, "t10k", 64, 20, 2);

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
+#include <iostream>
 #include <map>
 #include <set>
 #include <string>
@@ -90,5 +92,20 @@ class Args {
   std::map<std::string, std::string> values_;
   std::set<std::string> switches_;
 };
+
+// An example's main: runs `body`, and turns errors into a message on stderr and an exit status
+// (2: bad input, with what was expected and what was found; 3: anything else).
+template <class Body>
+int run_main(const char* program, Body&& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    std::cerr << program << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << program << ": unexpected error: " << e.what() << "\n";
+    return 3;
+  }
+}
 
 }  // namespace varnet::cli

@@ -353,13 +353,5 @@ int run(const Config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(parse(argc, argv));
-  } catch (const varnet::Error& e) {
-    std::cerr << "lenet5: error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "lenet5: unexpected error: " << e.what() << "\n";
-    return 3;
-  }
+  return varnet::cli::run_main("lenet5", [&] { return run(parse(argc, argv)); });
 }

@@ -259,13 +259,5 @@ int run(const Config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(parse(argc, argv));
-  } catch (const varnet::Error& e) {
-    std::cerr << "toy_blobs: error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "toy_blobs: unexpected error: " << e.what() << "\n";
-    return 3;
-  }
+  return varnet::cli::run_main("toy_blobs", [&] { return run(parse(argc, argv)); });
 }

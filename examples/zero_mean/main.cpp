@@ -312,13 +312,5 @@ int run(const Config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(parse(argc, argv));
-  } catch (const varnet::Error& e) {
-    std::cerr << "zero_mean: error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "zero_mean: unexpected error: " << e.what() << "\n";
-    return 3;
-  }
+  return varnet::cli::run_main("zero_mean", [&] { return run(parse(argc, argv)); });
 }

@@ -1,0 +1,69 @@
+// Test fixtures for the example programs: a scratch directory and a small generated data set in
+// MNIST format (gzipped IDX), so that the examples are exercised on data other than Fashion-MNIST.
+#pragma once
+
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "varnet/core/random.hpp"
+
+namespace fixture {
+
+namespace fs = std::filesystem;
+
+// A fresh directory under the system's temporary directory, removed with everything in it.
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& prefix) {
+    path = fs::temp_directory_path() / (prefix + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+void put_u32(std::vector<uint8_t>& b, uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) b.push_back(uint8_t(v >> s));
+}
+
+// Writes images (n, side, side) and labels as gzipped IDX files: class k (of 4) is a bright
+// square in quadrant k on a dim, varying background.
+void write_set(const fs::path& dir, const std::string& prefix, int n, int side, uint32_t salt) {
+  std::vector<uint8_t> img, lab;
+  put_u32(img, 0x00000803);
+  put_u32(img, uint32_t(n));
+  put_u32(img, uint32_t(side));
+  put_u32(img, uint32_t(side));
+  put_u32(lab, 0x00000801);
+  put_u32(lab, uint32_t(n));
+  const varnet::NoiseKey key{salt, 0, 0, 0};
+  for (int i = 0; i < n; ++i) {
+    const int k = i % 4;
+    lab.push_back(uint8_t(k));
+    for (int r = 0; r < side; ++r)
+      for (int c = 0; c < side; ++c) {
+        const bool in = (r / (side / 2)) == k / 2 && (c / (side / 2)) == k % 2;
+        const float u = varnet::uniform_at(key, uint64_t(i) * side * side + uint64_t(r * side + c));
+        img.push_back(uint8_t(in ? 150 + 100 * u : 60 * u));
+      }
+  }
+  const auto write_gz = [](const fs::path& p, const std::vector<uint8_t>& b) {
+    gzFile f = gzopen(p.string().c_str(), "wb");
+    REQUIRE(f != nullptr);
+    REQUIRE(gzwrite(f, b.data(), unsigned(b.size())) == int(b.size()));
+    REQUIRE(gzclose(f) == Z_OK);
+  };
+  write_gz(dir / (prefix + "-images-idx3-ubyte.gz"), img);
+  write_gz(dir / (prefix + "-labels-idx1-ubyte.gz"), lab);
+}
+
+}  // namespace fixture
