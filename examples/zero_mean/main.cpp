@@ -196,6 +196,37 @@ void convert(varnet::Network<T>& from, varnet::Network<T>& to) {
   }
 }
 
+// log_alpha.csv and log_alpha.png: each layer's log alpha per epoch; the epochs after
+// `vdo_epochs` are the learned-mean network's continuation (phase 3 (a)).
+void write_trajectory(const Config& c, const std::vector<std::vector<double>>& trajectory,
+                      int64_t vdo_epochs) {
+  const fs::path csv = fs::path(c.out) / "log_alpha.csv", png = fs::path(c.out) / "log_alpha.png";
+  std::ofstream f(csv);
+  f << "epoch,phase,conv1,conv2,fc1,fc2\n";
+  for (const auto& row : trajectory) {
+    f << row[0] << (row[0] <= double(vdo_epochs) ? ",vdo" : ",continued");
+    for (size_t i = 1; i < row.size(); ++i) f << "," << row[i];
+    f << "\n";
+  }
+  f.close();
+  varnet::check(bool(f), "writing the CSV", "a complete write", "an error on '", csv.string(), "'");
+  varnet::plot::Figure fig;
+  fig.title = str("log alpha per layer (conversion after epoch ", vdo_epochs, ")");
+  fig.xlabel = "epoch";
+  fig.ylabel = "log alpha";
+  for (size_t l = 0; l < 4; ++l) {
+    varnet::plot::Series s;
+    s.label = kLayers[l];
+    for (const auto& row : trajectory) {
+      s.x.push_back(row[0]);
+      s.y.push_back(row[l + 1]);
+    }
+    fig.series.push_back(s);
+  }
+  varnet::plot::write_png(fig, png.string());
+  std::cout << "wrote " << csv.string() << " and " << png.string() << "\n";
+}
+
 int run(const Config& c) {
   std::cout << "reading " << c.data << "\n";
   varnet::data::MnistFormatData d = varnet::data::load_mnist_dir(c.data);
@@ -222,33 +253,7 @@ int run(const Config& c) {
   record(0);
   train(a, d.train, c, c.epochs, 0, c.kl_warmup, "vdo", record);
 
-  // CSV and plot of the trajectories
-  {
-    const fs::path csv = fs::path(c.out) / "log_alpha.csv";
-    std::ofstream f(csv);
-    f << "epoch,conv1,conv2,fc1,fc2\n";
-    for (const auto& row : trajectory)
-      for (size_t i = 0; i < row.size(); ++i) f << row[i] << (i + 1 < row.size() ? "," : "\n");
-    f.close();
-    varnet::check(bool(f), "writing the CSV", "a complete write", "an error on '", csv.string(),
-                  "'");
-    varnet::plot::Figure fig;
-    fig.title = "Variational dropout, one alpha per layer: log alpha during training";
-    fig.xlabel = "epoch";
-    fig.ylabel = "log alpha";
-    for (size_t l = 0; l < 4; ++l) {
-      varnet::plot::Series s;
-      s.label = kLayers[l];
-      for (const auto& row : trajectory) {
-        s.x.push_back(row[0]);
-        s.y.push_back(row[l + 1]);
-      }
-      fig.series.push_back(s);
-    }
-    varnet::plot::write_png(fig, (fs::path(c.out) / "log_alpha.png").string());
-    std::cout << "wrote " << csv.string() << " and " << (fs::path(c.out) / "log_alpha.png").string()
-              << "\n";
-  }
+  const std::vector<double> at_conversion = trajectory.back();
 
   // 2. zero means for the layers whose alpha grew large
   std::vector<LayerKind> kinds = all_vdo;
@@ -268,11 +273,14 @@ int run(const Config& c) {
   // 3. both trained further; objectives compared
   Measured a1 = a0, b1 = b0;
   if (c.finetune_epochs > 0) {
-    train(a, d.train, c, c.finetune_epochs, uint32_t(c.epochs), 0, "(a) learned mean");
+    train(a, d.train, c, c.finetune_epochs, uint32_t(c.epochs), 0, "(a) learned mean",
+          [&](int64_t e) { record(c.epochs + e); });
     train(b, d.train, c, c.finetune_epochs, uint32_t(c.epochs), 0, "(b) zero mean");
     a1 = measure(a, d, c);
     b1 = measure(b, d, c);
   }
+
+  write_trajectory(c, trajectory, c.epochs);
 
   const auto row = [&](const char* what, const Measured& m) {
     std::printf("| %-44s | %8.4f | %8.4f | %9.4f | %9.4f | %8.4f | %9.4f |\n", what, m.test_acc,
@@ -293,13 +301,13 @@ int run(const Config& c) {
 
   std::string la;
   for (int l = 0; l < 4; ++l)
-    la += str(l ? "," : "", "\"", kLayers[l], "\":", trajectory.back()[size_t(l + 1)]);
+    la += str(l ? "," : "", "\"", kLayers[l], "\":", at_conversion[size_t(l + 1)]);
   const auto js = [](const Measured& m) {
     return str("{\"test_acc\":", m.test_acc, ",\"test_nll\":", m.test_nll,
                ",\"mean_acc\":", m.mean_acc, ",\"train_ce\":", m.train_ce,
                ",\"kl_per_image\":", m.kl_per_image, ",\"objective\":", m.objective(), "}");
   };
-  std::cout << "{\"log_alpha\":{" << la << "},\"converted\":[" << converted
+  std::cout << "{\"log_alpha_at_conversion\":{" << la << "},\"converted\":[" << converted
             << "],\"learned_mean\":" << js(a0) << ",\"zero_mean\":" << js(b0)
             << ",\"learned_mean_finetuned\":" << js(a1) << ",\"zero_mean_finetuned\":" << js(b1)
             << ",\"epochs\":" << c.epochs << ",\"finetune_epochs\":" << c.finetune_epochs
