@@ -4,10 +4,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "varnet/data/batches.hpp"
 #include "varnet/data/idx.hpp"
+#include "varnet/nn/network.hpp"
 #include "varnet/nn/optimizer.hpp"
 #include "varnet/nn/trainer.hpp"
 
@@ -48,6 +50,18 @@ EpochResult train_epoch(Trainer<T, Opt>& trainer, const data::LabeledImages& d, 
   r.accuracy = double(correct) / double(r.images);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+// Scales the learning rate of every "<layer>.log_alpha" tensor (variational dropout's per-layer
+// dropout rates) by `scale`: Adam moves a parameter by about lr per step, so at lr 1e-3 a log
+// alpha crosses only a few units in a short run.
+template <class T>
+void scale_log_alpha_lr(Adam<T>& adam, const Network<T>& net, double scale) {
+  const std::string suffix = ".log_alpha";
+  for (const auto& e : net.table().entries())
+    if (e.trainable && e.name.size() > suffix.size() &&
+        e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      adam.set_lr_scale(e.offset, e.shape.numel(), scale);
 }
 
 }  // namespace varnet::examples

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../common/cli.hpp"
+#include "../common/training.hpp"
 #include "varnet/varnet.hpp"
 
 namespace {
@@ -36,6 +37,7 @@ const char* kHelp = R"(lenet5: train and evaluate a variance LeNet-5 on MNIST-fo
   --dropout-p P         dropout: the drop probability [0.5]
   --kl-beta B           gdo/vdo/svdo: weight of the KL term, N * CE + B * KL [1]
   --kl-warmup E         epochs over which the KL weight grows linearly from 0 to B [0]
+  --alpha-lr-scale S    vdo: learning-rate multiplier of the per-layer log alphas [1]
   --threshold T         svdo: weights with log alpha > T are pruned in mean mode and counted
                         as dropped in the reports [3]
   --train-samples K     samples per step of the K-sample objective [1]
@@ -64,7 +66,7 @@ network's compression ratio.
 
 struct Config {
   std::string data, dist, param, save, layer_kind;
-  double alpha, dropout_p, kl_beta, kl_warmup, threshold;
+  double alpha, dropout_p, kl_beta, kl_warmup, threshold, alpha_lr_scale;
   std::vector<int64_t> var_layers, samples;
   int64_t train_samples, epochs, batch, seed, train_limit, eval_batch;
   double lr;
@@ -74,17 +76,30 @@ struct Config {
 };
 
 Config parse(int argc, char** argv) {
-  const varnet::cli::Args a(argc, argv, {"--checkpoint",  "--checkpoint-every",
-                                         "--resume",      "--data",
-                                         "--var-layers",  "--dist",
-                                         "--param",       "--train-samples",
-                                         "--epochs",      "--batch",
-                                         "--lr",          "--seed",
-                                         "--samples",     "--save",
-                                         "--train-limit", "--eval-batch",
-                                         "--layer-kind",  "--alpha",
-                                         "--dropout-p",   "--kl-beta",
-                                         "--kl-warmup",   "--threshold"},
+  const varnet::cli::Args a(argc, argv,
+                            {"--checkpoint",
+                             "--checkpoint-every",
+                             "--resume",
+                             "--data",
+                             "--var-layers",
+                             "--dist",
+                             "--param",
+                             "--train-samples",
+                             "--epochs",
+                             "--batch",
+                             "--lr",
+                             "--seed",
+                             "--samples",
+                             "--save",
+                             "--train-limit",
+                             "--eval-batch",
+                             "--layer-kind",
+                             "--alpha",
+                             "--dropout-p",
+                             "--kl-beta",
+                             "--kl-warmup",
+                             "--threshold",
+                             "--alpha-lr-scale"},
                             {"--help", "--overwrite", "--no-finite-check"});
   if (a.has("--help")) {
     std::cout << kHelp;
@@ -122,6 +137,7 @@ Config parse(int argc, char** argv) {
   c.dropout_p = a.get_double("--dropout-p", 0.5, 0.0, 0.99);
   c.kl_beta = a.get_double("--kl-beta", 1.0, 0.0, 1e6);
   c.kl_warmup = a.get_double("--kl-warmup", 0.0, 0.0, 1e6);
+  c.alpha_lr_scale = a.get_double("--alpha-lr-scale", 1.0, 0.0, 1e6);
   c.threshold = a.get_double("--threshold", 3.0, -20, 20);
   if (c.dist == "none" || c.layer_kind == "deterministic") c.var_layers.clear();
   varnet::check(c.dist == "gaussian" || c.dist == "none" || c.layer_kind == "variance", "--dist",
@@ -199,6 +215,7 @@ int run(const Config& c) {
   std::cout << "LeNet-5:\n" << net.summary();
 
   varnet::Adam<T> adam(net.params().size());
+  varnet::examples::scale_log_alpha_lr(adam, net, c.alpha_lr_scale);
   varnet::Trainer<T, varnet::Adam<T>> trainer(net, adam, int(c.train_samples), uint64_t(c.seed),
                                               c.finite_check);
   const int64_t steps_per_epoch = in.n / c.batch;  // the last partial batch is dropped
@@ -227,7 +244,8 @@ int run(const Config& c) {
       {"dropout_p", varnet::detail::exact_text(c.dropout_p)},
       {"kl_beta", varnet::detail::exact_text(c.kl_beta)},
       {"kl_warmup", varnet::detail::exact_text(c.kl_warmup)},
-      {"threshold", varnet::detail::exact_text(c.threshold)}};
+      {"threshold", varnet::detail::exact_text(c.threshold)},
+      {"alpha_lr_scale", varnet::detail::exact_text(c.alpha_lr_scale)}};
   int64_t start_epoch = 0, start_step = 0, resumed_correct = 0;
   double resumed_loss = 0;
   if (!c.resume.empty()) {

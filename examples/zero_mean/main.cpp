@@ -113,13 +113,9 @@ varnet::Network<T> build(const Config& c, const std::vector<varnet::LayerKind>& 
   return varnet::make_lenet5<T>(cfg, in, uint64_t(c.seed));
 }
 
-// Adam with the log alpha parameters' learning rate scaled (Adam moves each parameter by about
-// lr per step, so at lr 1e-3 log alpha could move only a few units in a short run).
 varnet::Adam<T> make_adam(varnet::Network<T>& net, double alpha_lr_scale) {
   varnet::Adam<T> adam(net.params().size());
-  for (const auto& e : net.table().entries())
-    if (e.trainable && e.name.size() > 10 && e.name.substr(e.name.size() - 10) == ".log_alpha")
-      adam.set_lr_scale(e.offset, e.shape.numel(), alpha_lr_scale);
+  varnet::examples::scale_log_alpha_lr(adam, net, alpha_lr_scale);
   return adam;
 }
 

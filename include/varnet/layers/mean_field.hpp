@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <utility>
 
 #include "varnet/layers/conv2d.hpp"
 #include "varnet/layers/layer.hpp"
