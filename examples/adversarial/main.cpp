@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -187,6 +188,7 @@ std::vector<Row> sweep(varnet::Network<T>& net, const std::string& model,
   eo.batch = 500;
   eo.seed = c.train.seed;
   std::vector<Row> rows;
+  std::optional<varnet::EnsembleResult> clean;
   for (double eps : c.eps)
     for (varnet::AttackKind kind : {varnet::AttackKind::fgsm, varnet::AttackKind::pgd}) {
       varnet::AttackOptions ao;
@@ -196,10 +198,11 @@ std::vector<Row> sweep(varnet::Network<T>& net, const std::string& model,
       ao.samples = deterministic ? 1 : int(c.attack_samples);
       ao.seed = c.train.seed + 1;
       ao.batch = 100;
-      // epsilon 0 leaves the images as they are: no attack to run.
+      // epsilon 0 leaves the images as they are: no attack to run, and one clean evaluation.
+      if (eps == 0 && !clean) clean = varnet::evaluate_ensemble(net, test, eo);
       const varnet::EnsembleResult r =
           eps > 0 ? varnet::evaluate_ensemble(net, varnet::attack_dataset(net, test, kind, ao), eo)
-                  : varnet::evaluate_ensemble(net, test, eo);
+                  : *clean;
       std::printf("%-13s %-4s epsilon %-5g accuracy %.4f  nll %.4f\n", model.c_str(),
                   varnet::to_string(kind), eps, r.accuracy, r.nll);
       std::fflush(stdout);
