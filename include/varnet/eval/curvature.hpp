@@ -1,8 +1,12 @@
-// The curvature criterion (PAPER.md E4): the loss increase expected from replacing random
-// weights by their expectations, to second order
+// The curvature criterion (PAPER.md E4): how much the randomness of weights moves the loss away
+// from its value at their expectations, to second order
 //
-//   dL ~= 0.5 * sum_i H_ii Var(w_i),   H: the Hessian of the mean training loss at the mean
-//   weights,
+//   dL = E[L(w)] - L(E[w]) ~= 0.5 * sum_i H_ii Var(w_i),   H: the Hessian of the mean training
+//   loss at the mean weights.
+//
+// PAPER.md calls it the loss change from replacing random weights by their expectations; by the
+// expansion above that change is -dL, so rank by |dL| (docs/evaluation.md compares both with the
+// loss change measured by the curvature example).
 //
 // per tensor of random weights and per weight group (the tensor's leading dimension: an output
 // unit of a dense layer, an output channel of a convolution). Two estimates of diag(H):
