@@ -1,12 +1,17 @@
-// Test fixtures for the example programs: a scratch directory and a small generated data set in
-// MNIST format (gzipped IDX), so that the examples are exercised on data other than Fashion-MNIST.
+// Test fixtures for the example programs: a scratch directory, a small generated data set in
+// MNIST format (gzipped IDX), so that the examples are exercised on data other than Fashion-MNIST,
+// and running an example binary and reading its output.
 #pragma once
 
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -64,6 +69,41 @@ void write_set(const fs::path& dir, const std::string& prefix, int n, int side, 
   };
   write_gz(dir / (prefix + "-images-idx3-ubyte.gz"), img);
   write_gz(dir / (prefix + "-labels-idx1-ubyte.gz"), lab);
+}
+
+inline std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// An example's exit status and its stdout and stderr together.
+struct Run {
+  int status = -1;
+  std::string out;
+};
+
+// Runs the executable named by environment variable `exe_env` (set by CMake) with `args`,
+// its output going to `log`.
+inline Run run_program(const char* exe_env, const std::string& args, const fs::path& log) {
+  const std::string cmd =
+      std::string(std::getenv(exe_env)) + " " + args + " > " + log.string() + " 2>&1";
+  const int raw = std::system(cmd.c_str());
+  return Run{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_file(log)};
+}
+
+// The number after the last "key": in out, or, with `object`, the first one inside the JSON
+// object that follows the last "object":{.
+inline double json_number(const std::string& out, const std::string& key,
+                          const std::string& object = "") {
+  size_t from = std::string::npos;
+  if (!object.empty()) {
+    from = out.rfind("\"" + object + "\":{");
+    REQUIRE(from != std::string::npos);
+  }
+  const size_t at =
+      object.empty() ? out.rfind("\"" + key + "\":") : out.find("\"" + key + "\":", from);
+  REQUIRE(at != std::string::npos);
+  return std::strtod(out.c_str() + at + key.size() + 3, nullptr);
 }
 
 }  // namespace fixture

@@ -16,25 +16,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string out;
-};
+using fixture::Run;
 
 Run run(const std::string& args, const fs::path& log) {
-  const std::string cmd =
-      std::string(std::getenv("VARNET_ADVERSARIAL")) + " " + args + " > " + log.string() + " 2>&1";
-  Run r;
-  const int raw = std::system(cmd.c_str());
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  std::ifstream in(log);
-  r.out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  return r;
-}
-
-std::string read(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return fixture::run_program("VARNET_ADVERSARIAL", args, log);
 }
 
 // The CSV rows of one model.
@@ -68,7 +53,7 @@ TEST_CASE("adversarial: trains, attacks, writes table, CSV and plot; rejects bad
   CHECK(ok.out.find("vdo final log alpha: conv1") != std::string::npos);
   CHECK(ok.out.find("| model | attack | eps 0 | eps 0.1 |") != std::string::npos);
   CHECK(ok.out.find("| gdo | pgd |") != std::string::npos);
-  const std::string csv = read(out / "adversarial.csv");
+  const std::string csv = fixture::read_file(out / "adversarial.csv");
   CHECK(csv.rfind("model,attack,epsilon,accuracy,nll\n", 0) == 0);
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 5 * 2 * 2);
   CHECK(fs::file_size(out / "adversarial.png") > 1000);
@@ -86,7 +71,7 @@ TEST_CASE("adversarial: trains, attacks, writes table, CSV and plot; rejects bad
     INFO(loaded.out);
     REQUIRE(loaded.status == 0);
     CHECK(loaded.out.find("epoch") == std::string::npos);
-    const std::string again = read(out / "adversarial.csv");
+    const std::string again = fixture::read_file(out / "adversarial.csv");
     CHECK(rows_of(again, "variance") == rows_of(csv, "variance"));
     CHECK(rows_of(again, "vdo") == rows_of(csv, "vdo"));
   }

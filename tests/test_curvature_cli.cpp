@@ -15,25 +15,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string out;
-};
+using fixture::Run;
 
 Run run(const std::string& args, const fs::path& log) {
-  const std::string cmd =
-      std::string(std::getenv("VARNET_CURVATURE")) + " " + args + " > " + log.string() + " 2>&1";
-  Run r;
-  const int raw = std::system(cmd.c_str());
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  std::ifstream in(log);
-  r.out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  return r;
-}
-
-std::string read(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return fixture::run_program("VARNET_CURVATURE", args, log);
 }
 
 }  // namespace
@@ -59,12 +44,12 @@ TEST_CASE("curvature: ranks groups, walks the orders, writes table, CSVs and plo
   CHECK(ok.out.find("| layer | weights | groups |") != std::string::npos);
   CHECK(ok.out.find("| conv2 | 25000 | 50 |") != std::string::npos);
   CHECK(ok.out.find("order layers") != std::string::npos);
-  const std::string csv = read(out / "curvature.csv");
+  const std::string csv = fixture::read_file(out / "curvature.csv");
   CHECK(csv.rfind("order,step,fraction_random,accuracy\n", 0) == 0);
   // 3 group orders of 5 points and the layer order of 3 (none, one, both layers deterministic).
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 3 * 5 + 3);
   CHECK(csv.find("random,4,0,") != std::string::npos);  // the end of a walk: nothing random
-  const std::string groups = read(out / "curvature_layers.csv");
+  const std::string groups = fixture::read_file(out / "curvature_layers.csv");
   CHECK(std::count(groups.begin(), groups.end(), '\n') == 1 + 20 + 50);
   CHECK(fs::file_size(out / "curvature.png") > 1000);
 

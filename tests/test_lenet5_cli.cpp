@@ -19,29 +19,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using fixture::json_number;
 using fixture::TempDir;
 using fixture::write_set;
 
-struct Run {
-  int status = -1;
-  std::string out;
-};
+using fixture::Run;
 
 Run run(const std::string& args, const fs::path& log) {
-  const char* exe = std::getenv("VARNET_LENET5");
-  const std::string cmd = std::string(exe) + " " + args + " > " + log.string() + " 2>&1";
-  Run r;
-  const int raw = std::system(cmd.c_str());
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  std::ifstream in(log);
-  r.out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  return r;
-}
-
-double json_number(const std::string& out, const std::string& key) {
-  const size_t at = out.rfind("\"" + key + "\":");
-  REQUIRE(at != std::string::npos);
-  return std::strtod(out.c_str() + at + key.size() + 3, nullptr);
+  return fixture::run_program("VARNET_LENET5", args, log);
 }
 
 }  // namespace

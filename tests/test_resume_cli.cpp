@@ -56,21 +56,13 @@ pid_t start(const std::string& args, const fs::path& log) {
   return pid;
 }
 
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-struct Run {
-  int status = -1;
-  std::string out;
-};
+using fixture::Run;
 
 Run run(const std::string& args, const fs::path& log) {
   const pid_t pid = start(args, log);
   int raw = 0;
   ::waitpid(pid, &raw, 0);
-  return Run{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_all(log)};
+  return Run{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, fixture::read_file(log)};
 }
 
 // The step of the checkpoint at path, or -1 while there is none (or it is being replaced).
@@ -127,7 +119,7 @@ TEST_CASE("lenet5: killed in epoch 2 and resumed, it ends bit-identical to a str
     ::kill(pid, SIGKILL);
     ::waitpid(pid, &raw, 0);
   }
-  const std::string killed_out = read_all(log);
+  const std::string killed_out = fixture::read_file(log);
   INFO(killed_out);
   REQUIRE(WIFSIGNALED(raw));  // killed, not finished
   REQUIRE(WTERMSIG(raw) == SIGKILL);
@@ -146,7 +138,7 @@ TEST_CASE("lenet5: killed in epoch 2 and resumed, it ends bit-identical to a str
   CHECK(b.out.find("epoch 1/2") == std::string::npos);
 
   // Bit for bit: the whole files (tensors and metadata) are equal.
-  const std::string want = read_all(straight), got = read_all(resumed);
+  const std::string want = fixture::read_file(straight), got = fixture::read_file(resumed);
   REQUIRE(want.size() > 100000);
   CHECK(want == got);
   // And the tensors one by one, for a readable failure.
@@ -164,7 +156,7 @@ TEST_CASE("lenet5: killed in epoch 2 and resumed, it ends bit-identical to a str
     INFO(c.out);
     REQUIRE(c.status == 0);
     CHECK(c.out.find("resumed at epoch 3, step 0") != std::string::npos);
-    CHECK(read_all(again) == want);
+    CHECK(fixture::read_file(again) == want);
   }
   {  // a resume with other settings is refused, naming them
     const std::string other = "--data " + dir.path.string() +

@@ -15,29 +15,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string out;
-};
+using fixture::Run;
 
 Run run(const std::string& args, const fs::path& log) {
-  const std::string cmd =
-      std::string(std::getenv("VARNET_ZERO_MEAN")) + " " + args + " > " + log.string() + " 2>&1";
-  Run r;
-  const int raw = std::system(cmd.c_str());
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  std::ifstream in(log);
-  r.out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  return r;
-}
-
-// The number after "key": inside the JSON object that follows "object":
-double json_number(const std::string& out, const std::string& object, const std::string& key) {
-  const size_t o = out.rfind("\"" + object + "\":{");
-  REQUIRE(o != std::string::npos);
-  const size_t at = out.find("\"" + key + "\":", o);
-  REQUIRE(at != std::string::npos);
-  return std::strtod(out.c_str() + at + key.size() + 3, nullptr);
+  return fixture::run_program("VARNET_ZERO_MEAN", args, log);
 }
 
 }  // namespace
@@ -68,9 +49,10 @@ TEST_CASE("zero_mean: trains, converts to zero means, fine-tunes, reports", "[cl
   CHECK(ok.out.find("\"converted\":[\"conv1\",\"conv2\",\"fc1\",\"fc2\"]") != std::string::npos);
   // The learned-mean network predicts with its means; with every mean zeroed, mean propagation
   // is a constant: chance (1 of 4 classes).
-  CHECK(json_number(ok.out, "learned_mean", "mean_acc") > 0.5);
-  CHECK(json_number(ok.out, "zero_mean", "mean_acc") <= 0.3);
-  CHECK(json_number(ok.out, "zero_mean", "kl_per_image") == 0);  // zero-mean layers: KL = 0
+  CHECK(fixture::json_number(ok.out, "mean_acc", "learned_mean") > 0.5);
+  CHECK(fixture::json_number(ok.out, "mean_acc", "zero_mean") <= 0.3);
+  CHECK(fixture::json_number(ok.out, "kl_per_image", "zero_mean") ==
+        0);  // zero-mean layers: KL = 0
 
   SECTION("earlier results are not overwritten without --overwrite") {
     const Run again = run(args, log);
