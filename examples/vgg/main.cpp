@@ -1,0 +1,409 @@
+// vgg: trains and evaluates the VGG-like variance network (PAPER.md sections 3 and 6) on CIFAR-10,
+// CIFAR-100, or MNIST-format data zero-padded to 32x32.
+//
+//   vgg [--data DIR] [--width 0.125] [--var-layers 11,12,13,14] [--epochs 5] ...  (--help lists
+//   all)
+//
+// Steps: parse and check the arguments; read the data directory (format detected); normalise each
+// channel with the training set's statistics; build the network with the chosen weight layers
+// stochastic; train with Adam (beta1 0.95 as the CIFAR reference) and a linearly decaying learning
+// rate on per-image augmented batches, printing a line per epoch; evaluate mean propagation and
+// ensembles; print a JSON line last.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "../common/cli.hpp"
+#include "../common/lenet_run.hpp"
+#include "../common/report.hpp"
+#include "../common/training.hpp"
+#include "varnet/varnet.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using varnet::str;
+using varnet::examples::json_list;
+
+const char* kHelp = R"(vgg: train and evaluate a VGG-like variance network on 32x32 images
+
+  --data DIR            CIFAR-10 (data_batch_1..5.bin, test_batch.bin), CIFAR-100 (train.bin,
+                        test.bin), either also in the archive's cifar-10-batches-bin/ or
+                        cifar-100-binary/, or MNIST-format IDX files (train-images-idx3-ubyte ...,
+                        raw or .gz) zero-padded to 32x32 [/usr/share/datasets/fashion-mnist]
+  --cifar100-labels L   CIFAR-100: fine (100 classes) or coarse (20) [fine]
+  --width W             multiplier of every layer width, e.g. 0.125 for 1/8 [1]
+  --var-layers LIST     which weight layers are stochastic: 1-13 the convolutions, 14 the hidden
+                        fc layer, 15 the output layer [11,12,13,14]
+  --layer-kind K        the kind of those layers: variance|gdo|vdo|svdo|dropout|deterministic
+                        (gdo: Gaussian dropout, vdo: variational dropout with one alpha per
+                        layer, svdo: sparse variational dropout) [variance]
+  --dist D              variance layers: gaussian|bernoulli|uniform, or none for the
+                        deterministic twin [gaussian]
+  --param P             variance layers: sigma|log_sigma2, what they learn [sigma]
+  --alpha A             gdo: the fixed alpha [1]
+  --dropout-p P         dropout: the drop probability [0.5]
+  --kl-beta B           gdo/vdo/svdo: weight of the KL term, N * CE + B * KL [1]
+  --kl-warmup E         epochs over which the KL weight grows linearly from 0 to B [0]
+  --alpha-lr-scale S    vdo: learning-rate multiplier of the per-layer log alphas [1]
+  --threshold T         svdo: weights with log alpha > T are pruned in mean mode and counted
+                        as dropped in the reports [3]
+  --augment on|off      pad-4 random crop and horizontal flip per image, keyed by (seed, epoch,
+                        image) [on]
+  --train-samples K     samples per step of the K-sample objective [1]
+  --epochs E            training epochs [5]
+  --batch B             mini-batch size [128]
+  --lr LR               Adam learning rate, decayed linearly to 0 [0.001]
+  --beta1 B             Adam's beta1 [0.95, the CIFAR reference's]
+  --seed S              seed of initialisation, noise, data order and augmentation [0]
+  --samples LIST        ensemble sizes to evaluate [1,10,100]
+  --train-limit N       use the first N training images only (quick runs) [all]
+  --test-limit N        evaluate on the first N test images only (quick runs) [all]
+  --eval-batch B        evaluation batch size (also the batch of batch statistics) [500]
+  --device D            cpu|cuda; cuda is refused for now: the GPU backend has no network of
+                        convolutions, batch norm and pooling yet (docs/gpu.md) [cpu]
+  --save PATH           save the trained network as safetensors
+  --overwrite           allow --save to replace an existing file
+  --checkpoint PATH     write a checkpoint (parameters, optimizer, step, epoch) to PATH at the
+                        end of training, keeping the one before as PATH.prev
+  --checkpoint-every N  also every N training steps [0: only at the end]
+  --resume PATH         continue the run checkpointed in PATH (PATH.prev if PATH is damaged);
+                        the other flags must match the checkpointed run's
+  --no-finite-check     do not stop at the first non-finite loss or gradient
+  --help                this text
+
+Inputs are normalised per channel with the training set's mean and deviation. The last line of
+output is JSON with test_acc_mean, test_acc_K and test_nll_K for each K, test_acc_10_batchstats,
+train_img_per_s, epochs, the data format, the configuration, and for the weight layers their KL,
+mean log alpha and fraction of weights with log alpha above the threshold.
+)";
+
+struct Config {
+  std::string data, dist, param, save, layer_kind, device, cifar100_labels;
+  double width, alpha, dropout_p, kl_beta, kl_warmup, threshold, alpha_lr_scale, lr, beta1;
+  std::vector<int64_t> var_layers, samples;
+  int64_t train_samples, epochs, batch, seed, train_limit, test_limit, eval_batch;
+  bool augment, overwrite, finite_check;
+  std::string checkpoint, resume;  // checkpoint paths ("" when not asked for)
+  int64_t checkpoint_every = 0;    // steps between checkpoints (0: at the end only)
+};
+
+Config parse(int argc, char** argv) {
+  const varnet::cli::Args a(argc, argv,
+                            {"--checkpoint",
+                             "--checkpoint-every",
+                             "--resume",
+                             "--data",
+                             "--cifar100-labels",
+                             "--width",
+                             "--var-layers",
+                             "--dist",
+                             "--param",
+                             "--train-samples",
+                             "--epochs",
+                             "--batch",
+                             "--lr",
+                             "--beta1",
+                             "--seed",
+                             "--samples",
+                             "--save",
+                             "--train-limit",
+                             "--test-limit",
+                             "--eval-batch",
+                             "--layer-kind",
+                             "--alpha",
+                             "--dropout-p",
+                             "--kl-beta",
+                             "--kl-warmup",
+                             "--threshold",
+                             "--alpha-lr-scale",
+                             "--augment",
+                             "--device"},
+                            {"--help", "--overwrite", "--no-finite-check"});
+  if (a.has("--help")) {
+    std::cout << kHelp;
+    std::exit(0);
+  }
+  Config c;
+  // The device first: a run that cannot happen should say so before reading any data.
+  c.device = a.get_choice("--device", "cpu", {"cpu", "cuda"});
+  if (c.device == "cuda") {
+    varnet::fail("--device",
+                 "cpu: the VGG network cannot run on the GPU yet (varnet's CUDA backend has the "
+                 "Gaussian variance layers and their kernels, but no deterministic convolution, "
+                 "batch norm, max pooling or GPU Network; see docs/gpu.md)",
+                 "'cuda'");
+  }
+  c.data = a.get("--data", "/usr/share/datasets/fashion-mnist");
+  c.cifar100_labels = a.get_choice("--cifar100-labels", "fine", {"fine", "coarse"});
+  c.width = a.get_double("--width", 1.0, 1.0 / 64, 16);
+  c.var_layers = a.get_int_list("--var-layers", "11,12,13,14", 1, varnet::kVggWeightLayers);
+  c.dist = a.get_choice("--dist", "gaussian", {"gaussian", "bernoulli", "uniform", "none"});
+  c.param = a.get_choice("--param", "sigma", {"sigma", "log_sigma2"});
+  c.augment = a.get_choice("--augment", "on", {"on", "off"}) == "on";
+  c.train_samples = a.get_int("--train-samples", 1, 1, 64);
+  c.epochs = a.get_int("--epochs", 5, 1, 100000);
+  c.batch = a.get_int("--batch", 128, 2, 65536);
+  c.lr = a.get_double("--lr", 1e-3, 1e-12, 10);
+  c.beta1 = a.get_double("--beta1", 0.95, 0, 0.9999);
+  c.seed = a.get_int("--seed", 0, 0, INT64_MAX);
+  c.samples = a.get_int_list("--samples", "1,10,100", 1, 10000);
+  c.train_limit = a.get_int("--train-limit", 0, 0, INT64_MAX);
+  c.test_limit = a.get_int("--test-limit", 0, 0, INT64_MAX);
+  c.eval_batch = a.get_int("--eval-batch", 500, 2, 65536);
+  c.save = a.get("--save", "");
+  c.overwrite = a.has("--overwrite");
+  c.finite_check = !a.has("--no-finite-check");
+  c.checkpoint = a.get("--checkpoint", "");
+  c.checkpoint_every = a.get_int("--checkpoint-every", 0, 0, INT64_MAX);
+  c.resume = a.get("--resume", "");
+  varnet::check(c.checkpoint_every == 0 || !c.checkpoint.empty(), "--checkpoint-every",
+                "--checkpoint PATH with it", "no --checkpoint");
+  if (!c.checkpoint.empty()) {  // fail now, not at the first checkpoint
+    const std::filesystem::path p(c.checkpoint);
+    varnet::check(std::filesystem::is_directory(p.has_parent_path() ? p.parent_path() : "."),
+                  "--checkpoint", "a path in an existing directory", "'" + c.checkpoint + "'");
+  }
+  c.layer_kind = a.get_choice("--layer-kind", "variance",
+                              {"variance", "gdo", "vdo", "svdo", "dropout", "deterministic"});
+  c.alpha = a.get_double("--alpha", 1.0, 1e-6, 1e6);
+  c.dropout_p = a.get_double("--dropout-p", 0.5, 0.0, 0.99);
+  c.kl_beta = a.get_double("--kl-beta", 1.0, 0.0, 1e6);
+  c.kl_warmup = a.get_double("--kl-warmup", 0.0, 0.0, 1e6);
+  c.alpha_lr_scale = a.get_double("--alpha-lr-scale", 1.0, 0.0, 1e6);
+  c.threshold = a.get_double("--threshold", 3.0, -20, 20);
+  if (c.dist == "none" || c.layer_kind == "deterministic") c.var_layers.clear();
+  varnet::check(c.dist == "gaussian" || c.dist == "none" || c.layer_kind == "variance", "--dist",
+                "--dist only with --layer-kind variance", "--dist ", c.dist, " with --layer-kind ",
+                c.layer_kind);
+  if (!c.save.empty()) {  // fail now, not after hours of training
+    namespace fs = std::filesystem;
+    const fs::path p(c.save);
+    const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+    varnet::check(fs::is_directory(dir), "--save", "a path in an existing directory",
+                  "'" + c.save + "'");
+    varnet::check(c.overwrite || !fs::exists(p), "--save",
+                  "a path that does not exist yet (or --overwrite)",
+                  "an existing file '" + c.save + "'");
+  }
+  return c;
+}
+
+int run(const Config& c) {
+  using T = float;
+  std::cout << "reading " << c.data << "\n";
+  varnet::data::ImageDirOptions dir_options;
+  dir_options.cifar100_labels = c.cifar100_labels == "fine" ? varnet::data::CifarLabels::fine
+                                                            : varnet::data::CifarLabels::coarse;
+  varnet::data::ImageDataset d = varnet::data::load_image_dir(c.data, dir_options);
+  varnet::examples::keep_first(d.train, c.train_limit);
+  varnet::examples::keep_first(d.test, c.test_limit);
+  const varnet::Shape in = d.train.images.shape();
+  varnet::check(in.n >= c.batch, "--batch", str("at most the training set size ", in.n), c.batch);
+  const int classes = std::max(d.train.classes, d.test.classes);
+  std::cout << d.format << ": train " << in.n << " images, test " << d.test.images.shape().n << ", "
+            << in.c << "x" << in.h << "x" << in.w << ", " << classes << " classes\n";
+  // Per-channel normalisation with the training images' statistics, test images included.
+  const varnet::data::ChannelStats stats = varnet::data::channel_stats(d.train);
+  varnet::data::normalize(d.train, stats);
+  varnet::data::normalize(d.test, stats);
+  std::string stats_text;
+  for (size_t ch = 0; ch < stats.mean.size(); ++ch)
+    stats_text +=
+        str(ch ? ", " : "", "channel ", ch, " mean ", stats.mean[ch], " std ", stats.stddev[ch]);
+  std::cout << "normalised: " << stats_text << "\n";
+
+  varnet::VggConfig cfg;
+  cfg.width = c.width;
+  cfg.stochastic_layers.assign(c.var_layers.begin(), c.var_layers.end());
+  cfg.kind = varnet::parse_layer_kind(c.layer_kind);
+  cfg.dropout.alpha = c.alpha;
+  cfg.dropout.threshold = c.threshold;
+  cfg.dropout_p = c.dropout_p;
+  if (c.dist != "none") cfg.variance.dist = varnet::parse_weight_dist(c.dist);
+  cfg.variance.param =
+      c.param == "sigma" ? varnet::VarianceParam::sigma : varnet::VarianceParam::log_sigma2;
+  cfg.classes = classes;
+  varnet::Network<T> net = varnet::make_vgg<T>(cfg, in.with_batch(1), uint64_t(c.seed));
+  std::cout << "VGG-like, width " << c.width << ":\n" << net.summary();
+
+  varnet::AdamOptions adam_options;
+  adam_options.beta1 = c.beta1;
+  varnet::Adam<T> adam(net.params().size(), adam_options);
+  varnet::examples::scale_log_alpha_lr(adam, net, c.alpha_lr_scale);
+  varnet::Trainer<T, varnet::Adam<T>> trainer(net, adam, int(c.train_samples), uint64_t(c.seed),
+                                              c.finite_check);
+  const int64_t steps_per_epoch = in.n / c.batch;  // the last partial batch is dropped
+  const varnet::LinearDecay lr{c.lr, steps_per_epoch * c.epochs};
+  const varnet::KlWarmup beta{c.kl_beta, int64_t(c.kl_warmup * double(steps_per_epoch))};
+  const bool has_kl = net.kl() > 0;  // variational and sparse variational dropout
+  varnet::data::AugmentOptions aug;
+  aug.seed = uint64_t(c.seed);
+  varnet::Tensor<T> x;
+  std::vector<int32_t> y;
+  double train_seconds = 0;
+
+  // Checkpoints. Noise is keyed by the step counter, the data order and the augmentation by the
+  // epoch, so the step, the epoch and the step within it are the run's whole state besides its
+  // tensors.
+  const std::map<std::string, std::string> run_config = {
+      {"model", "vgg"},
+      {"width", varnet::detail::exact_text(c.width)},
+      {"var_layers", json_list(c.var_layers)},
+      {"dist", c.dist},
+      {"param", c.param},
+      {"augment", c.augment ? "on" : "off"},
+      {"train_samples", std::to_string(c.train_samples)},
+      {"epochs", std::to_string(c.epochs)},
+      {"batch", std::to_string(c.batch)},
+      {"lr", varnet::detail::exact_text(c.lr)},
+      {"data", d.format},
+      {"train_images", str(in.n, " of ", in.c, "x", in.h, "x", in.w)},
+      {"classes", std::to_string(cfg.classes)},
+      {"layer_kind", c.layer_kind},
+      {"alpha", varnet::detail::exact_text(c.alpha)},
+      {"dropout_p", varnet::detail::exact_text(c.dropout_p)},
+      {"kl_beta", varnet::detail::exact_text(c.kl_beta)},
+      {"kl_warmup", varnet::detail::exact_text(c.kl_warmup)},
+      {"threshold", varnet::detail::exact_text(c.threshold)},
+      {"alpha_lr_scale", varnet::detail::exact_text(c.alpha_lr_scale)}};
+  int64_t start_epoch = 0, start_step = 0, resumed_correct = 0;
+  double resumed_loss = 0;
+  if (!c.resume.empty()) {
+    std::string note;
+    const varnet::CheckpointInfo info =
+        varnet::load_checkpoint(c.resume, net, adam, run_config, uint64_t(c.seed), &note);
+    if (!note.empty())
+      std::cout << "resume: passed over " << note << "; read "
+                << varnet::previous_checkpoint_path(c.resume) << "\n";
+    varnet::check(info.epoch <= c.epochs && info.step_in_epoch < steps_per_epoch &&
+                      info.step == uint64_t(info.epoch * steps_per_epoch + info.step_in_epoch),
+                  c.resume,
+                  str("a position within ", c.epochs, " epochs of ", steps_per_epoch, " steps"),
+                  "step ", info.step, " (epoch ", info.epoch, ", step ", info.step_in_epoch, ")");
+    char* end = nullptr;
+    const auto at = [&](const char* key) {
+      return info.extra.count(key) ? info.extra.at(key) : std::string("0");
+    };
+    resumed_loss = std::strtod(at("epoch_loss").c_str(), &end);
+    resumed_correct = std::strtoll(at("epoch_correct").c_str(), &end, 10);
+    trainer.set_steps(uint32_t(info.step));
+    start_epoch = info.epoch;
+    start_step = info.step_in_epoch;
+    std::cout << "resumed at epoch " << start_epoch + 1 << ", step " << start_step << " of "
+              << steps_per_epoch << " (training step " << info.step << ")\n";
+  }
+  const uint32_t first_step = trainer.steps();
+  // Where the run stands after `done` steps of epoch e, with that epoch's sums so far.
+  const auto checkpoint = [&](int64_t e, int64_t done, double loss, int64_t correct) {
+    if (done == steps_per_epoch) e += 1, done = 0, loss = 0, correct = 0;
+    varnet::CheckpointInfo info;
+    info.step = trainer.steps();
+    info.epoch = e;
+    info.step_in_epoch = done;
+    info.seed = uint64_t(c.seed);
+    info.config = run_config;
+    info.extra = {{"epoch_loss", varnet::detail::exact_text(loss)},
+                  {"epoch_correct", std::to_string(correct)}};
+    varnet::save_checkpoint(c.checkpoint, net, adam, info);
+  };
+  for (int64_t e = start_epoch; e < c.epochs; ++e) {
+    const auto order = varnet::data::shuffled_order(in.n, uint64_t(c.seed), uint32_t(e));
+    const auto t0 = Clock::now();
+    double loss = 0, kl = 0;
+    int64_t correct = 0;
+    if (e == start_epoch) loss = resumed_loss, correct = resumed_correct;
+    for (int64_t s = e == start_epoch ? start_step : 0; s < steps_per_epoch; ++s) {
+      varnet::data::gather_batch(d.train, order, s * c.batch, c.batch, x, y);
+      if (c.augment) varnet::data::augment_batch(x.view(), order, s * c.batch, aug, uint32_t(e));
+      if (has_kl) trainer.set_kl_weight(beta.at(trainer.steps()) / double(in.n));
+      const varnet::LossResult r = trainer.step(x.view(), y.data(), lr.at(trainer.steps()));
+      loss += r.loss;
+      correct += r.correct;
+      if (c.checkpoint_every > 0 && trainer.steps() % uint64_t(c.checkpoint_every) == 0)
+        checkpoint(e, s + 1, loss, correct);
+      kl = r.kl;
+    }
+    const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+    train_seconds += sec;
+    std::printf("epoch %lld/%lld  loss %.4f  train acc %.4f  %.0f img/s  (%.1f s)",
+                (long long)e + 1, (long long)c.epochs, loss / double(steps_per_epoch),
+                double(correct) / double(steps_per_epoch * c.batch),
+                double(steps_per_epoch * c.batch) / sec, sec);
+    if (has_kl)
+      std::printf("  kl %.1f (weight %.3g)  compression %.2f", kl, beta.at(trainer.steps()),
+                  varnet::weight_report(net, c.threshold).compression());
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+  if (!c.checkpoint.empty()) checkpoint(c.epochs, 0, 0, 0);
+  const double img_per_s =
+      train_seconds > 0 ? double((trainer.steps() - first_step) * c.batch) / train_seconds : 0;
+
+  // Evaluation: mean propagation, ensembles of each size, and 10 samples with batch statistics.
+  std::string json = "{";
+  const auto evaluate = [&](const std::string& label, int k, varnet::PredictMode mode,
+                            bool batch_stats) {
+    varnet::EnsembleOptions o;
+    o.samples = k;
+    o.mode = mode;
+    o.batch_stats = batch_stats;
+    o.batch = c.eval_batch;
+    o.seed = uint64_t(c.seed);
+    const auto t0 = Clock::now();
+    const varnet::EnsembleResult r = varnet::evaluate_ensemble(net, d.test, o);
+    std::printf("test %-32s acc %.4f  nll %.4f  (%.1f s)\n", label.c_str(), r.accuracy, r.nll,
+                std::chrono::duration<double>(Clock::now() - t0).count());
+    std::fflush(stdout);
+    return r;
+  };
+  const auto mean = evaluate("mean propagation", 1, varnet::PredictMode::mean, false);
+  json += str("\"test_acc_mean\":", mean.accuracy, ",\"test_nll_mean\":", mean.nll);
+  for (int64_t k : c.samples) {
+    const auto r = evaluate(str("ensemble of ", k), int(k), varnet::PredictMode::sample, false);
+    json += str(",\"test_acc_", k, "\":", r.accuracy, ",\"test_nll_", k, "\":", r.nll);
+  }
+  const auto bs =
+      evaluate("ensemble of 10, batch statistics", 10, varnet::PredictMode::sample, true);
+  json += str(",\"test_acc_10_batchstats\":", bs.accuracy, ",\"test_nll_10_batchstats\":", bs.nll);
+  json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs);
+  json += str(",\"model\":\"vgg\",\"width\":", c.width, ",\"data\":\"", d.format,
+              "\",\"classes\":", classes, ",\"augment\":", c.augment ? "true" : "false",
+              ",\"device\":\"", c.device, "\"");
+  json += str(
+      ",\"var_layers\":", json_list(c.var_layers), ",\"dist\":\"", c.dist, "\",\"param\":\"",
+      c.param, "\",\"train_samples\":", c.train_samples, ",\"batch\":", c.batch, ",\"lr\":", c.lr,
+      ",\"beta1\":", c.beta1, ",\"seed\":", c.seed, ",\"train_images\":", in.n,
+      ",\"test_images\":", d.test.images.shape().n, ",\"batchnorm_eval\":\"running statistics\"");
+  json += str(",\"layer_kind\":\"", c.layer_kind, "\",\"alpha\":", c.alpha,
+              ",\"dropout_p\":", c.dropout_p, ",\"kl_beta\":", c.kl_beta,
+              ",\"kl_warmup\":", c.kl_warmup, ",\"threshold\":", c.threshold);
+  json += varnet::examples::weight_json(varnet::weight_report(net, c.threshold), c.threshold) + "}";
+
+  if (!c.save.empty()) {
+    varnet::save_network(net, c.save,
+                         {{"model", "vgg"},
+                          {"width", varnet::detail::exact_text(c.width)},
+                          {"var_layers", json_list(c.var_layers)},
+                          {"dist", c.dist},
+                          {"param", c.param},
+                          {"layer_kind", c.layer_kind},
+                          {"input", str(in.c, "x", in.h, "x", in.w)},
+                          // What a user of the saved network must apply to its inputs first.
+                          {"normalize", stats_text},
+                          {"classes", std::to_string(cfg.classes)}});
+    std::cout << "saved " << c.save << "\n";
+  }
+  std::cout << json << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return varnet::cli::run_main("vgg", [&] { return run(parse(argc, argv)); });
+}
