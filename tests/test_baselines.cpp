@@ -120,6 +120,11 @@ TEST_CASE("gradcheck: dropout-family conv layers", "[gradcheck][baselines]") {
     check_layer(make_conv<double>(f, 2, 2, ConvOptions{5, 1, 2}, o),
                 options(Shape(2, 2, 6, 5), f, mean_mode));
   }
+  SECTION("3x3, pad 1, bias, several sample groups (ops::kSampleGroup) and a ragged one") {
+    o.bias = true;
+    check_layer(make_conv<double>(f, 2, 3, ConvOptions{3, 1, 1}, o),
+                options(Shape(2 * varnet::ops::kSampleGroup + 3, 2, 4, 4), f, mean_mode));
+  }
   SECTION("1x1, batch 1") {
     check_layer(make_conv<double>(f, 3, 2, ConvOptions{1, 1, 0}, o),
                 options(Shape(1, 3, 3, 4), f, mean_mode));

@@ -155,6 +155,23 @@ TEST_CASE("gradcheck: VarianceConv2d, every distribution and parameterization", 
   }
 }
 
+TEST_CASE("gradcheck: convolutions over several sample groups", "[gradcheck]") {
+  // Convolutions sum weight gradients per group of ops::kSampleGroup samples, then over the
+  // groups: a batch of 2 groups and a ragged third checks the group bookkeeping.
+  const int64_t n = 2 * varnet::ops::kSampleGroup + 3;
+  SECTION("Conv2d") {
+    check_layer(std::make_unique<varnet::Conv2d<double>>(2, 3, ConvOptions{3, 1, 1, true}),
+                with_input(Shape(n, 2, 4, 5)));
+  }
+  SECTION("VarianceConv2d, gaussian and bernoulli") {
+    VarianceOptions vo;
+    vo.bias = true;
+    vo.dist = GENERATE(WeightDist::gaussian, WeightDist::bernoulli);
+    check_layer(std::make_unique<varnet::VarianceConv2d<double>>(2, 3, ConvOptions{3, 1, 1}, vo),
+                with_input(Shape(n, 2, 4, 5)));
+  }
+}
+
 TEST_CASE("gradcheck: activations", "[gradcheck]") {
   const Shape s(2, 3, 4, 5);
   SECTION("ReLU") {

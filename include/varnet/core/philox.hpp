@@ -48,6 +48,30 @@ struct Philox4x32 {
     }
     return c;
   }
+
+  // generate() for `count` counters at once, structure of arrays: lane i of c0..c3 holds word
+  // 0..3 of counter i on entry and of its output on return. The loop over lanes has no
+  // dependences, so the compiler turns it into SIMD multiplies (8 to 16 counters per instruction
+  // with AVX2 or AVX-512); the words are those of generate() exactly.
+  static void generate_lanes(uint32_t* c0, uint32_t* c1, uint32_t* c2, uint32_t* c3, int count,
+                             Key k) {
+    for (int r = 0; r < 10; ++r) {
+      if (r > 0) {
+        k.v[0] += kWeyl0;
+        k.v[1] += kWeyl1;
+      }
+      for (int i = 0; i < count; ++i) {
+        const uint64_t p0 = static_cast<uint64_t>(kMul0) * c0[i];
+        const uint64_t p1 = static_cast<uint64_t>(kMul1) * c2[i];
+        const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[i] ^ k.v[0];
+        const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[i] ^ k.v[1];
+        c0[i] = n0;
+        c1[i] = static_cast<uint32_t>(p1);
+        c2[i] = n2;
+        c3[i] = static_cast<uint32_t>(p0);
+      }
+    }
+  }
 };
 
 }  // namespace varnet

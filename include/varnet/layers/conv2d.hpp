@@ -3,7 +3,7 @@
 #pragma once
 
 #include "varnet/layers/layer.hpp"
-#include "varnet/ops/conv.hpp"
+#include "varnet/ops/conv_samples.hpp"
 
 namespace varnet {
 
@@ -62,24 +62,20 @@ class Conv2d : public ConvShaped<T> {
       bias_ = t.declare(this->name() + ".bias", Shape(this->out_c_, 1),
                         Init::fan_in(this->fan_in()), this->id());
   }
-  // columns (R, N P) + channel-major output (O, N P)
+  // the sample groups' weight and bias gradients (ops/conv_samples.hpp)
   int64_t scratch_size(const Shape& in) const override {
-    const auto g = this->geometry(in);
-    return in.n * g.plane() * (g.rows() + g.out_c);
+    return ops::conv_backward_scratch(in.n, this->geometry(in));
   }
-  void forward(ConstView<T> x, TensorView<T> y, T* scratch, const Context&) override {
-    const auto g = this->geometry(x.shape);
-    T* cols = scratch;
-    ops::conv_forward(x.data, this->param(weight_), this->opt_.bias ? this->param(bias_) : nullptr,
-                      y.data, x.shape.n, g, cols, cols + x.shape.n * g.plane() * g.rows());
+  void forward(ConstView<T> x, TensorView<T> y, T*, const Context&) override {
+    ops::conv_forward_samples(x.data, this->param(weight_),
+                              this->opt_.bias ? this->param(bias_) : nullptr, y.data, x.shape.n,
+                              this->geometry(x.shape));
   }
   void backward(ConstView<T> x, ConstView<T>, ConstView<T> dy, TensorView<T> dx, T* scratch,
                 const Context&) override {
-    const auto g = this->geometry(x.shape);
-    T* cols = scratch;
-    ops::conv_backward(dy.data, this->param(weight_), this->grad(weight_),
-                       this->opt_.bias ? this->grad(bias_) : nullptr, dx.data, x.shape.n, g, cols,
-                       cols + x.shape.n * g.plane() * g.rows());
+    ops::conv_backward_samples(x.data, dy.data, this->param(weight_), this->grad(weight_),
+                               this->opt_.bias ? this->grad(bias_) : nullptr, dx.data, x.shape.n,
+                               this->geometry(x.shape), scratch);
   }
 
  private:

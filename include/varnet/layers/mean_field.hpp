@@ -19,7 +19,7 @@
 #include "varnet/layers/conv2d.hpp"
 #include "varnet/layers/layer.hpp"
 #include "varnet/layers/weight_posteriors.hpp"
-#include "varnet/ops/conv.hpp"
+#include "varnet/ops/conv_samples.hpp"
 #include "varnet/ops/dense.hpp"
 #include "varnet/ops/lrt.hpp"
 
@@ -169,72 +169,94 @@ class MeanFieldConv2d : public MeanFieldBase<T, Posterior, ConvShaped<T>> {
   void declare(ParamTable& t) override {
     this->declare_tensors(t, this->weight_shape(), this->out_c_, this->fan_in());
   }
-  // sample: sigma2, d sigma2 (O, R); columns, squared columns (R, NP); mean, variance (O, NP)
-  // mean:   weights, their gradient (O, R); columns (R, NP); channel-major output (O, NP)
+  // sample: sigma2 (O, R); r = eps / (2 s), in backward dL/dv (N, O, P); the sample groups'
+  //         dL/dtheta and dL/dsigma2 (ops/conv_samples.hpp)
+  // mean:   weights, their gradient (O, R); the sample groups' weight and bias gradients
   int64_t scratch_size(const Shape& in) const override {
     const auto g = this->geometry(in);
-    const int64_t OR = g.out_c * g.rows(), NP = in.n * g.plane();
-    return 2 * OR + 2 * NP * (g.rows() + g.out_c);
+    const int64_t OR = g.out_c * g.rows();
+    return std::max(OR + in.n * g.out_c * g.plane() + ops::sample_groups(in.n) * 2 * OR,
+                    2 * OR + ops::conv_backward_scratch(in.n, g));
   }
 
   void forward(ConstView<T> x, TensorView<T> y, T* scratch, const Context& ctx) override {
     const auto g = this->geometry(x.shape);
-    const int64_t n = x.shape.n, R = g.rows(), OR = g.out_c * R, NP = n * g.plane();
+    const int64_t n = x.shape.n, R = g.rows(), O = g.out_c, P = g.plane(), OR = O * R;
     const auto p = this->view();
     if (this->mode(ctx) == PredictMode::mean) {
-      T *w = scratch, *cols = scratch + 2 * OR;
+      T* w = scratch;
       this->post_.mean_weights(p, w);
-      return ops::conv_forward(x.data, static_cast<const T*>(w), this->bias(), y.data, n, g, cols,
-                               cols + R * NP);
+      return ops::conv_forward_samples(x.data, static_cast<const T*>(w), this->bias(), y.data, n,
+                                       g);
     }
-    T *s2 = scratch, *cols = scratch + 2 * OR, *cols2 = cols + R * NP, *m = cols2 + R * NP,
-      *v = m + g.out_c * NP;
+    T *s2 = scratch, *r = scratch + OR;
     this->post_.variance(p, s2);
-    ops::im2col(x.data, n, g, cols);
-    ops::VectorMap<T>(cols2, R * NP).array() = ops::VectorMap<T>(cols, R * NP).array().square();
-    ops::matrix(m, g.out_c, NP).noalias() =
-        ops::matrix(this->theta(), g.out_c, R) * ops::matrix(static_cast<const T*>(cols), R, NP);
-    ops::channel_major_to_nchw(static_cast<const T*>(m), this->bias(), n, g.out_c, g.plane(),
-                               y.data);
-    ops::matrix(v, g.out_c, NP).noalias() = ops::matrix(static_cast<const T*>(s2), g.out_c, R) *
-                                            ops::matrix(static_cast<const T*>(cols2), R, NP);
-    ops::lrt_forward(this->noise_key(ctx), ops::LrtLayout{n, g.out_c, g.plane(), true},
-                     static_cast<const T*>(nullptr), true, T(this->post_.opt.e0), v, y.data);
+    const NoiseKey key = this->noise_key(ctx);
+    const int64_t xs = x.shape.per_sample();
+    parallel_for(
+        n,
+        [&](int64_t s) {  // m_s = theta . cols + b, v_s = sigma2 . cols^2, then the LRT epilogue
+          T* cols = ops::thread_buffer<T, 0>(R * P);
+          T* cols2 = ops::thread_buffer<T, 1>(R * P);
+          ops::im2col_sample(x.data + s * xs, g, cols);
+          ops::VectorMap<T>(cols2, R * P).array() = ops::VectorMap<T>(cols, R * P).array().square();
+          T *ys = y.data + s * O * P, *v = r + s * O * P;
+          auto M = ops::matrix(ys, O, P);
+          M.noalias() =
+              ops::matrix(this->theta(), O, R) * ops::matrix(static_cast<const T*>(cols), R, P);
+          if (const T* b = this->bias()) M.colwise() += ops::ConstVectorMap<T>(b, O);
+          ops::matrix(v, O, P).noalias() = ops::matrix(static_cast<const T*>(s2), O, R) *
+                                           ops::matrix(static_cast<const T*>(cols2), R, P);
+          ops::lrt_forward_sample(key, s, O, P, static_cast<const T*>(nullptr), true,
+                                  T(this->post_.opt.e0), v, P, ys);
+        },
+        2 * O * R * P);
   }
 
   void backward(ConstView<T> x, ConstView<T>, ConstView<T> dy, TensorView<T> dx, T* scratch,
                 const Context& ctx) override {
     const auto g = this->geometry(x.shape);
-    const int64_t n = x.shape.n, R = g.rows(), OR = g.out_c * R, NP = n * g.plane();
+    const int64_t n = x.shape.n, R = g.rows(), O = g.out_c, P = g.plane(), OR = O * R;
     const auto p = this->view();
     if (this->mode(ctx) == PredictMode::mean) {
-      T *w = scratch, *dw = scratch + OR, *cols = scratch + 2 * OR;
+      T *w = scratch, *dw = scratch + OR;
       std::fill(dw, dw + OR, T(0));
-      ops::conv_backward(dy.data, static_cast<const T*>(w), dw, this->bias_grad(), dx.data, n, g,
-                         cols, cols + R * NP);
+      ops::conv_backward_samples(x.data, dy.data, static_cast<const T*>(w), dw, this->bias_grad(),
+                                 dx.data, n, g, scratch + 2 * OR);
       return this->post_.grad_from_mean_weights(p, dw);
     }
-    T *s2 = scratch, *ds2 = scratch + OR, *cols = scratch + 2 * OR, *cols2 = cols + R * NP,
-      *dm = cols2 + R * NP, *v = dm + g.out_c * NP;
-    if (T* db = this->bias_grad()) ops::bias_backward(dy.data, n, g.out_c, g.plane(), db);
-    ops::nchw_to_channel_major(dy.data, n, g.out_c, g.plane(), dm);
-    const auto dM = ops::matrix(static_cast<const T*>(dm), g.out_c, NP);
-    ops::matrix(p.dtheta, g.out_c, R).noalias() +=
-        dM * ops::matrix(static_cast<const T*>(cols), R, NP).transpose();
-    ops::lrt_backward(ops::LrtLayout{n, g.out_c, g.plane(), true}, dy.data, v);  // dL/dv
-    const auto dV = ops::matrix(static_cast<const T*>(v), g.out_c, NP);
-    ops::matrix(ds2, g.out_c, R).noalias() =
-        dV * ops::matrix(static_cast<const T*>(cols2), R, NP).transpose();
-    this->post_.grad_from_variance(p, s2, ds2);
-    if (dx.data) {
-      // 2 x * col2im(C) = col2im(2 cols * C), since every column entry of a pixel holds that
-      // pixel's x: one col2im for both terms, dx = col2im(theta^T dM + 2 cols * (sigma2^T dV)).
-      auto D = ops::matrix(cols2, R, NP);
-      D.noalias() = ops::matrix(static_cast<const T*>(s2), g.out_c, R).transpose() * dV;
-      D.array() *= T(2) * ops::matrix(static_cast<const T*>(cols), R, NP).array();
-      D.noalias() += ops::matrix(this->theta(), g.out_c, R).transpose() * dM;
-      ops::col2im(static_cast<const T*>(cols2), n, g, dx.data);
-    }
+    T *s2 = scratch, *r = scratch + OR, *partials = r + n * O * P;
+    if (T* db = this->bias_grad()) ops::bias_backward(dy.data, n, O, P, db);
+    const int64_t xs = x.shape.per_sample();
+    ops::accumulate_over_samples(
+        n, 2 * OR, partials,
+        [&](int64_t s, T* acc) {
+          T* dv = r + s * O * P;  // r becomes dL/dv = dy * r
+          const auto dM = ops::matrix(dy.data + s * O * P, O, P);
+          ops::VectorMap<T>(dv, O * P).array() *= ops::ConstVectorMap<T>(dM.data(), O * P).array();
+          const auto dV = ops::matrix(static_cast<const T*>(dv), O, P);
+          T* cols = ops::thread_buffer<T, 0>(R * P);
+          T* cols2 = ops::thread_buffer<T, 1>(R * P);
+          ops::im2col_sample(x.data + s * xs, g, cols);
+          ops::VectorMap<T>(cols2, R * P).array() = ops::VectorMap<T>(cols, R * P).array().square();
+          const auto C = ops::matrix(static_cast<const T*>(cols), R, P);
+          ops::matrix(acc, O, R).noalias() += dM * C.transpose();
+          ops::matrix(acc + OR, O, R).noalias() +=
+              dV * ops::matrix(static_cast<const T*>(cols2), R, P).transpose();
+          if (dx.data) {
+            // 2 x * col2im(D) = col2im(2 cols * D), since every column entry of a pixel holds that
+            // pixel's x: one col2im for both terms, dx = col2im(theta^T dM + 2 cols * (sigma2^T
+            // dV)).
+            auto D = ops::matrix(cols2, R, P);
+            D.noalias() = ops::matrix(static_cast<const T*>(s2), O, R).transpose() * dV;
+            D.array() *= T(2) * C.array();
+            D.noalias() += ops::matrix(this->theta(), O, R).transpose() * dM;
+            ops::col2im_sample(static_cast<const T*>(cols2), g, dx.data + s * xs);
+          }
+        },
+        6 * OR * P);
+    ops::VectorMap<T>(p.dtheta, OR) += ops::ConstVectorMap<T>(partials, OR);
+    this->post_.grad_from_variance(p, s2, partials + OR);
   }
 
  private:

@@ -17,7 +17,7 @@
 
 #include "varnet/layers/conv2d.hpp"
 #include "varnet/layers/layer.hpp"
-#include "varnet/ops/conv.hpp"
+#include "varnet/ops/conv_samples.hpp"
 #include "varnet/ops/dense.hpp"
 #include "varnet/ops/lrt.hpp"
 
@@ -234,70 +234,89 @@ class VarianceConv2d : public ConvShaped<T> {
       bias_ = t.declare(this->name() + ".bias", Shape(this->out_c_, 1),
                         Init::fan_in(this->fan_in()), this->id());
   }
-  // gaussian: sigma2, dsigma2 (O, R); squared columns (R, NP); variances (O, NP)
-  // others:   w, xi, dw (O, R); columns (R, NP); channel-major output (O, NP)
+  // gaussian: sigma2 (O, R); r = eps / (2 s), in backward dL/dv (N, O, P); the sample groups'
+  //           dL/dsigma2 (ops/conv_samples.hpp)
+  // others:   w, xi, dw (O, R); the sample groups' weight and bias gradients
   int64_t scratch_size(const Shape& in) const override {
     const auto g = this->geometry(in);
-    const int64_t OR = g.out_c * g.rows(), NP = in.n * g.plane();
-    return (w_.opt.dist == WeightDist::gaussian ? 2 : 3) * OR + NP * (g.rows() + g.out_c);
+    const int64_t OR = g.out_c * g.rows();
+    if (w_.opt.dist == WeightDist::gaussian)
+      return OR + in.n * g.out_c * g.plane() + ops::sample_groups(in.n) * OR;
+    return 3 * OR + ops::conv_backward_scratch(in.n, g);
   }
 
   void forward(ConstView<T> x, TensorView<T> y, T* scratch, const Context& ctx) override {
     const auto g = this->geometry(x.shape);
-    const int64_t n = x.shape.n, R = g.rows(), OR = g.out_c * R, NP = n * g.plane();
-    if (this->mode(ctx) == PredictMode::mean)
-      return fill_with_bias(bias(), n, g.out_c, g.plane(), y.data);
+    const int64_t n = x.shape.n, R = g.rows(), O = g.out_c, P = g.plane(), OR = O * R;
+    if (this->mode(ctx) == PredictMode::mean) return fill_with_bias(bias(), n, O, P, y.data);
     const T* p = this->param(param_);
-    if (w_.opt.dist == WeightDist::gaussian) {
-      T *s2 = scratch, *cols2 = scratch + 2 * OR, *v = cols2 + R * NP;
-      w_.variance(p, s2, OR);
-      ops::im2col(x.data, n, g, cols2);
-      ops::VectorMap<T>(cols2, R * NP).array() = ops::VectorMap<T>(cols2, R * NP).array().square();
-      ops::matrix(v, g.out_c, NP).noalias() = ops::matrix(static_cast<const T*>(s2), g.out_c, R) *
-                                              ops::matrix(static_cast<const T*>(cols2), R, NP);
-      ops::lrt_forward(this->noise_key(ctx), ops::LrtLayout{n, g.out_c, g.plane(), true}, bias(),
-                       false, T(w_.opt.e0), v, y.data);
-    } else {
-      T *w = scratch, *xi = scratch + OR, *cols = scratch + 3 * OR;
+    if (w_.opt.dist != WeightDist::gaussian) {
+      T *w = scratch, *xi = scratch + OR;
       w_.sample(this->noise_key(ctx), p, w, xi, OR);
-      ops::conv_forward(x.data, static_cast<const T*>(w), bias(), y.data, n, g, cols,
-                        cols + R * NP);
+      return ops::conv_forward_samples(x.data, static_cast<const T*>(w), bias(), y.data, n, g);
     }
+    T *s2 = scratch, *r = scratch + OR;
+    w_.variance(p, s2, OR);
+    const NoiseKey key = this->noise_key(ctx);
+    const int64_t xs = x.shape.per_sample();
+    parallel_for(
+        n,
+        [&](int64_t s) {  // v_s = sigma2 . im2col(x_s)^2, then the LRT epilogue, all in cache
+          T* cols2 = ops::thread_buffer<T, 0>(R * P);
+          ops::im2col_sample(x.data + s * xs, g, cols2, ops::Square{});
+          T* v = r + s * O * P;
+          ops::matrix(v, O, P).noalias() = ops::matrix(static_cast<const T*>(s2), O, R) *
+                                           ops::matrix(static_cast<const T*>(cols2), R, P);
+          ops::lrt_forward_sample(key, s, O, P, bias(), false, T(w_.opt.e0), v, P,
+                                  y.data + s * O * P);
+        },
+        O * R * P);
   }
 
   void backward(ConstView<T> x, ConstView<T>, ConstView<T> dy, TensorView<T> dx, T* scratch,
                 const Context& ctx) override {
     const auto g = this->geometry(x.shape);
-    const int64_t n = x.shape.n, R = g.rows(), OR = g.out_c * R, NP = n * g.plane();
+    const int64_t n = x.shape.n, R = g.rows(), O = g.out_c, P = g.plane(), OR = O * R;
     T* db = w_.opt.bias ? this->grad(bias_) : nullptr;
-    if (db) ops::bias_backward(dy.data, n, g.out_c, g.plane(), db);
+    if (db) ops::bias_backward(dy.data, n, O, P, db);
     if (this->mode(ctx) == PredictMode::mean) {
       if (dx.data) std::fill(dx.begin(), dx.end(), T(0));
       return;
     }
     const T* p = this->param(param_);
     T* dp = this->grad(param_);
-    if (w_.opt.dist == WeightDist::gaussian) {
-      T *s2 = scratch, *ds2 = scratch + OR, *cols2 = scratch + 2 * OR, *v = cols2 + R * NP;
-      ops::lrt_backward(ops::LrtLayout{n, g.out_c, g.plane(), true}, dy.data, v);  // dL/dv
-      const auto dV = ops::matrix(static_cast<const T*>(v), g.out_c, NP);
-      ops::matrix(ds2, g.out_c, R).noalias() =
-          dV * ops::matrix(static_cast<const T*>(cols2), R, NP).transpose();
-      w_.grad_from_variance(p, s2, ds2, dp, OR);
-      if (dx.data) {  // dx = 2 x * col2im(sigma2^T . dL/dv); the squared columns are free now
-        ops::matrix(cols2, R, NP).noalias() =
-            ops::matrix(static_cast<const T*>(s2), g.out_c, R).transpose() * dV;
-        ops::col2im(static_cast<const T*>(cols2), n, g, dx.data);
-        ops::VectorMap<T>(dx.data, x.numel()).array() *=
-            T(2) * ops::ConstVectorMap<T>(x.data, x.numel()).array();
-      }
-    } else {
-      T *w = scratch, *xi = scratch + OR, *dw = scratch + 2 * OR, *cols = scratch + 3 * OR;
+    if (w_.opt.dist != WeightDist::gaussian) {
+      T *w = scratch, *xi = scratch + OR, *dw = scratch + 2 * OR;
       std::fill(dw, dw + OR, T(0));
-      ops::conv_backward(dy.data, static_cast<const T*>(w), dw, static_cast<T*>(nullptr), dx.data,
-                         n, g, cols, cols + R * NP);
-      w_.grad_from_weight(p, xi, dw, dp, OR);
+      ops::conv_backward_samples(x.data, dy.data, static_cast<const T*>(w), dw,
+                                 static_cast<T*>(nullptr), dx.data, n, g, scratch + 3 * OR);
+      return w_.grad_from_weight(p, xi, dw, dp, OR);
     }
+    T *s2 = scratch, *r = scratch + OR, *partials = r + n * O * P;
+    const int64_t xs = x.shape.per_sample();
+    ops::accumulate_over_samples(
+        n, OR, partials,
+        [&](int64_t s, T* acc) {
+          T* dv = r + s * O * P;  // r becomes dL/dv = dy * r
+          ops::VectorMap<T>(dv, O * P).array() *=
+              ops::ConstVectorMap<T>(dy.data + s * O * P, O * P).array();
+          T* cols2 = ops::thread_buffer<T, 0>(R * P);
+          ops::im2col_sample(x.data + s * xs, g, cols2, ops::Square{});
+          const auto dV = ops::matrix(static_cast<const T*>(dv), O, P);
+          ops::matrix(acc, O, R).noalias() +=
+              dV * ops::matrix(static_cast<const T*>(cols2), R, P).transpose();
+          if (dx.data) {  // dx_s = 2 x_s * col2im(sigma2^T . dL/dv)
+            T* dcols = ops::thread_buffer<T, 1>(R * P);
+            ops::matrix(dcols, R, P).noalias() =
+                ops::matrix(static_cast<const T*>(s2), O, R).transpose() * dV;
+            T* dxs = dx.data + s * xs;
+            ops::col2im_sample(static_cast<const T*>(dcols), g, dxs);
+            ops::VectorMap<T>(dxs, xs).array() *=
+                T(2) * ops::ConstVectorMap<T>(x.data + s * xs, xs).array();
+          }
+        },
+        3 * OR * P);
+    w_.grad_from_variance(p, s2, partials, dp, OR);
   }
 
  private:

@@ -120,10 +120,7 @@ template <class T>
 void bias_backward(const T* dy, int64_t n, int64_t o, int64_t p, T* db) {
   for (int64_t c = 0; c < o; ++c) {
     T s = 0;
-    for (int64_t b = 0; b < n; ++b) {
-      const T* src = dy + (b * o + c) * p;
-      for (int64_t i = 0; i < p; ++i) s += src[i];
-    }
+    for (int64_t b = 0; b < n; ++b) s += ConstVectorMap<T>(dy + (b * o + c) * p, p).sum();
     db[c] += s;
   }
 }

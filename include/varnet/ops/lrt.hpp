@@ -17,6 +17,7 @@
 #include "varnet/core/aligned.hpp"
 #include "varnet/core/parallel.hpp"
 #include "varnet/core/random.hpp"
+#include "varnet/ops/gemm.hpp"
 #include "varnet/ops/noise_cpu.hpp"
 
 namespace varnet::ops {
@@ -29,31 +30,41 @@ struct LrtLayout {
   }
 };
 
+// One sample b of lrt_forward: y_b (O, P) = mean + eps * sqrt(v + e0), where mean is y_b's
+// content when `add_to_y`, else bias[o] (or 0); channel c of v is the P values at
+// v + c * v_channel_stride, replaced by r = eps / (2 s).
+template <class T>
+void lrt_forward_sample(const NoiseKey& key, int64_t b, int64_t o, int64_t p, const T* bias,
+                        bool add_to_y, T e0, T* v, int64_t v_channel_stride, T* y) {
+  const int64_t per_sample = o * p;  // contiguous in y: one bulk noise call per sample
+  thread_local AlignedVector<T> eps;
+  if (eps.size() < static_cast<size_t>(per_sample)) eps.resize(static_cast<size_t>(per_sample));
+  fill_normal(key, static_cast<uint64_t>(b * per_sample), per_sample, eps.data());
+  for (int64_t c = 0; c < o; ++c) {  // three vectorised passes over one channel, in cache
+    auto Y = VectorMap<T>(y + c * p, p).array();
+    auto V = VectorMap<T>(v + c * v_channel_stride, p).array();
+    const auto E = ConstVectorMap<T>(eps.data() + c * p, p).array();
+    V = (V + e0).sqrt();  // s
+    if (add_to_y)
+      Y += E * V;
+    else
+      Y = E * V + (bias ? bias[c] : T(0));
+    V = E / (T(2) * V);
+  }
+}
+
 // y (N, O, P) = mean + eps * sqrt(v + e0), where mean is y's current content when
 // `add_to_y`, else bias[o] (or 0). v is replaced by r = eps / (2 s).
 template <class T>
 void lrt_forward(const NoiseKey& key, const LrtLayout& L, const T* bias, bool add_to_y, T e0, T* v,
                  T* y) {
-  const int64_t per_sample = L.o * L.p;  // contiguous in y: one bulk noise call per sample
   parallel_for(
       L.n,
       [&](int64_t b) {
-        thread_local AlignedVector<T> eps;
-        eps.resize(static_cast<size_t>(per_sample));
-        fill_normal(key, static_cast<uint64_t>(b * per_sample), per_sample, eps.data());
-        for (int64_t c = 0; c < L.o; ++c) {
-          T* yrow = y + (b * L.o + c) * L.p;
-          T* vrow = v + L.v_index(b, c, 0);
-          const T* erow = eps.data() + c * L.p;
-          const T base = bias ? bias[c] : T(0);
-          for (int64_t i = 0; i < L.p; ++i) {
-            const T s = std::sqrt(vrow[i] + e0);
-            yrow[i] = (add_to_y ? yrow[i] : base) + erow[i] * s;
-            vrow[i] = erow[i] / (T(2) * s);
-          }
-        }
+        lrt_forward_sample(key, b, L.o, L.p, bias, add_to_y, e0, v + L.v_index(b, 0, 0),
+                           L.channel_major ? L.n * L.p : L.p, y + b * L.o * L.p);
       },
-      8 * per_sample);
+      8 * L.o * L.p);
 }
 
 // r (the buffer lrt_forward left) becomes dL/dv = dy * r.

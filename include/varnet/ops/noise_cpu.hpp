@@ -18,33 +18,43 @@ namespace varnet::ops {
 template <class T>
 void fill_normal(const NoiseKey& key, uint64_t first, int64_t count, T* out) {
   if (count <= 0) return;
-  constexpr int64_t kMaxBlocks = 64;  // 128 Box-Muller pairs, 256 normals per chunk
-  using Pairs = Eigen::Array<float, Eigen::Dynamic, 1>;
-  thread_local Pairs u1(2 * kMaxBlocks), u2(2 * kMaxBlocks), r(2 * kMaxBlocks), z0(2 * kMaxBlocks),
-      z1(2 * kMaxBlocks);
+  constexpr int kMaxBlocks = 64;  // 128 Box-Muller pairs, 256 normals per chunk
+  using Pairs = Eigen::Array<float, 2 * kMaxBlocks, 1>;
+  alignas(64) uint32_t c0[kMaxBlocks], c1[kMaxBlocks], c2[kMaxBlocks], c3[kMaxBlocks];
+  alignas(64) Pairs u1, u2, z0, z1;
+  alignas(64) float zz[4 * kMaxBlocks];
   const uint64_t end = first + static_cast<uint64_t>(count);
   for (uint64_t b = first >> 2; 4 * b < end; b += kMaxBlocks) {
-    // Round the pair count up to a multiple of 16 (a whole number of packets).
-    const int64_t blocks = std::min<int64_t>(kMaxBlocks, int64_t(((end + 3) >> 2) - b));
-    const int64_t pairs = (2 * blocks + 15) / 16 * 16;
-    for (int64_t i = 0; i < blocks; ++i) {
-      const Philox4x32::Counter w = key.block(b + uint64_t(i));
-      u1[2 * i] = uniform_open01(w.v[0]);
-      u2[2 * i] = uniform_open01(w.v[1]);
-      u1[2 * i + 1] = uniform_open01(w.v[2]);
-      u2[2 * i + 1] = uniform_open01(w.v[3]);
+    const int blocks = static_cast<int>(std::min<uint64_t>(kMaxBlocks, ((end + 3) >> 2) - b));
+    const Philox4x32::Counter base = key.counter(b);
+    for (int i = 0; i < blocks; ++i) {  // the counters of blocks b .. b + blocks - 1
+      const uint64_t block = b + static_cast<uint64_t>(i);
+      c0[i] = static_cast<uint32_t>(block);
+      c1[i] = static_cast<uint32_t>(block >> 32);
+      c2[i] = base.v[2];
+      c3[i] = base.v[3];
     }
-    for (int64_t i = 2 * blocks; i < pairs; ++i) u1[i] = u2[i] = 0.5f;
-    auto U1 = u1.head(pairs), U2 = u2.head(pairs);
-    r.head(pairs) = (-2.0f * U1.log()).sqrt();
-    z0.head(pairs) = r.head(pairs) * (6.2831853071795864f * U2).cos();
-    z1.head(pairs) = r.head(pairs) * (6.2831853071795864f * U2).sin();
-    // Element 4(b + i) + lane: lanes 0, 1 from pair 2i, lanes 2, 3 from pair 2i + 1.
+    Philox4x32::generate_lanes(c0, c1, c2, c3, blocks, key.key());
+    // Pair 2i takes words 0, 1 of block i, pair 2i + 1 words 2, 3. Unused tail pairs get 0.5, so
+    // every chunk runs the same whole packets: an element's value does not depend on the split.
+    for (int i = 0; i < blocks; ++i) {
+      u1[2 * i] = uniform_open01(c0[i]);
+      u2[2 * i] = uniform_open01(c1[i]);
+      u1[2 * i + 1] = uniform_open01(c2[i]);
+      u2[2 * i + 1] = uniform_open01(c3[i]);
+    }
+    for (int i = 2 * blocks; i < 2 * kMaxBlocks; ++i) u1[i] = u2[i] = 0.5f;
+    const Pairs r = (-2.0f * u1.log()).sqrt();
+    z0 = r * (6.2831853071795864f * u2).cos();
+    z1 = r * (6.2831853071795864f * u2).sin();
+    // Element 4(b + i) + lane: lanes 0, 1 from pair 2i, lanes 2, 3 from pair 2i + 1, i.e.
+    // element 4b + 2k + j is z_j of pair k: the output interleaves z0 and z1.
+    for (int k = 0; k < 2 * blocks; ++k) {
+      zz[2 * k] = z0[k];
+      zz[2 * k + 1] = z1[k];
+    }
     const uint64_t lo = std::max(first, 4 * b), hi = std::min(end, 4 * (b + uint64_t(blocks)));
-    for (uint64_t e = lo; e < hi; ++e) {
-      const uint64_t pair = 2 * (e / 4 - b) + ((e & 2u) >> 1);
-      out[e - first] = static_cast<T>((e & 1u) ? z1[int64_t(pair)] : z0[int64_t(pair)]);
-    }
+    std::copy(zz + (lo - 4 * b), zz + (hi - 4 * b), out + (lo - first));
   }
 }
 
