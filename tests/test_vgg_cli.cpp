@@ -12,6 +12,7 @@
 #include "catch.hpp"
 #include "mnist_fixture.hpp"
 #include "varnet/core/random.hpp"
+#include "varnet/nn/checkpoint.hpp"
 
 namespace fs = std::filesystem;
 using fixture::json_number;
@@ -118,4 +119,42 @@ TEST_CASE("vgg: MNIST-format data padded to 32x32; refuses cuda and unknown dire
   CHECK(nothing.status == 2);
   CHECK(nothing.out.find("found none of data_batch_1.bin, train.bin, train-images-idx3-ubyte") !=
         std::string::npos);
+}
+
+TEST_CASE("vgg: a run resumed from a mid-epoch checkpoint saves the same network, bit for bit",
+          "[cli]") {
+  if (!std::getenv("VARNET_VGG")) {
+    WARN("VARNET_VGG is not set: vgg CLI test skipped");
+    return;
+  }
+  TempDir dir("varnet_vgg_cli_resume_");
+  for (int b = 1; b <= 5; ++b)
+    write_cifar10(dir.path / ("data_batch_" + std::to_string(b) + ".bin"), 48, uint64_t(b));
+  write_cifar10(dir.path / "test_batch.bin", 16, 9);
+  const fs::path log = dir.path / "log.txt", ckpt = dir.path / "run.ckpt";
+  // 8 steps per epoch, 2 epochs, augmented: checkpoints at step 11 (epoch 2, step 3) and 16.
+  const std::string args = "--data " + dir.path.string() +
+                           " --width 0.125 --epochs 2 --batch 30 --samples 1 --eval-batch 16 ";
+  const Run straight = run(args + "--save " + (dir.path / "a.safetensors").string(), log);
+  INFO(straight.out);
+  REQUIRE(straight.status == 0);
+  const Run checkpointed =
+      run(args + "--checkpoint " + ckpt.string() + " --checkpoint-every 11", log);
+  REQUIRE(checkpointed.status == 0);
+  // The checkpoint before the last is the one at step 11.
+  const fs::path mid = dir.path / "mid.ckpt";
+  fs::copy_file(varnet::previous_checkpoint_path(ckpt.string()), mid);
+  REQUIRE(varnet::read_checkpoint(mid.string()).info.step == 11);
+  const Run resumed = run(
+      args + "--resume " + mid.string() + " --save " + (dir.path / "b.safetensors").string(), log);
+  INFO(resumed.out);
+  REQUIRE(resumed.status == 0);
+  CHECK(resumed.out.find("resumed at epoch 2, step 3 of 8 (training step 11)") !=
+        std::string::npos);
+  CHECK(fixture::read_file(dir.path / "a.safetensors") ==
+        fixture::read_file(dir.path / "b.safetensors"));
+  // Another --augment is another run: the checkpoint refuses it.
+  const Run other = run(args + "--augment off --resume " + mid.string(), log);
+  CHECK(other.status == 2);
+  CHECK(other.out.find("augment") != std::string::npos);
 }
