@@ -185,6 +185,10 @@ TEST_CASE("layers: MaxPool2d forward and tie handling", "[layers]") {
     Tensor<double> g(Shape(1, 1, 1, 1), 1.0);
     const std::vector<double> dx = copy(net.backward(g.view(), kTrain, 0, true));
     CHECK(dx == std::vector<double>{1, 0, 0, 0});
+    const double later[] = {0, 3, 1, 3};  // tie between the second and the fourth
+    std::copy(later, later + 4, x.data());
+    net.forward(x.view(), kTrain);
+    CHECK(copy(net.backward(g.view(), kTrain, 0, true)) == std::vector<double>{0, 1, 0, 0});
   }
 }
 

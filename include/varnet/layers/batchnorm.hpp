@@ -7,6 +7,7 @@
 // one weight sample per mini-batch the running estimates fit badly).
 #pragma once
 
+#include <Eigen/Core>
 #include <cmath>
 
 #include "varnet/core/parallel.hpp"
@@ -49,21 +50,17 @@ class BatchNorm : public Layer<T> {
     const T *gamma = this->param(gamma_), *beta = this->param(beta_);
     T *rmean = this->param(mean_), *rvar = this->param(var_);
     const bool batch = use_batch(ctx);
+    // Channel c is the N runs x[b, c, 0 .. P), each contiguous; sums use Eigen's vectorised
+    // reductions run by run, in a fixed order.
     parallel_for(
         c_,
         [&](int64_t c) {
           T mean = rmean[c], var = rvar[c];
           if (batch) {
             T s = 0, s2 = 0;
-            for (int64_t b = 0; b < n; ++b) {
-              const T* src = x.data + (b * c_ + c) * P;
-              for (int64_t i = 0; i < P; ++i) s += src[i];
-            }
+            for (int64_t b = 0; b < n; ++b) s += run(x.data, b, c, P).sum();
             mean = s / count;
-            for (int64_t b = 0; b < n; ++b) {
-              const T* src = x.data + (b * c_ + c) * P;
-              for (int64_t i = 0; i < P; ++i) s2 += (src[i] - mean) * (src[i] - mean);
-            }
+            for (int64_t b = 0; b < n; ++b) s2 += (run(x.data, b, c, P) - mean).square().sum();
             var = s2 / count;
             if (ctx.training) {
               const T m = T(momentum_);
@@ -74,11 +71,9 @@ class BatchNorm : public Layer<T> {
           const T is = T(1) / std::sqrt(var + T(eps_));
           inv_std[c] = is;
           for (int64_t b = 0; b < n; ++b) {
-            const int64_t off = (b * c_ + c) * P;
-            for (int64_t i = 0; i < P; ++i) {
-              xhat[off + i] = (x.data[off + i] - mean) * is;
-              y.data[off + i] = gamma[c] * xhat[off + i] + beta[c];
-            }
+            auto xh = run(xhat, b, c, P);
+            xh = (run(x.data, b, c, P) - mean) * is;
+            run(y.data, b, c, P) = gamma[c] * xh + beta[c];
           }
         },
         3 * n * P);
@@ -97,30 +92,32 @@ class BatchNorm : public Layer<T> {
         [&](int64_t c) {
           T sum_dy = 0, sum_dy_xhat = 0;
           for (int64_t b = 0; b < n; ++b) {
-            const int64_t off = (b * c_ + c) * P;
-            for (int64_t i = 0; i < P; ++i) {
-              sum_dy += dy.data[off + i];
-              sum_dy_xhat += dy.data[off + i] * xhat[off + i];
-            }
+            const auto g = run(dy.data, b, c, P);
+            sum_dy += g.sum();
+            sum_dy_xhat += (g * run(xhat, b, c, P)).sum();
           }
           dgamma[c] += sum_dy_xhat;
           dbeta[c] += sum_dy;
           if (!dx.data) return;
           const T k = gamma[c] * inv_std[c];
-          for (int64_t b = 0; b < n; ++b) {
-            const int64_t off = (b * c_ + c) * P;
-            for (int64_t i = 0; i < P; ++i) {
-              // Batch statistics depend on x too: subtract the mean and the projection on xhat.
-              dx.data[off + i] = batch ? k * (dy.data[off + i] - sum_dy / count -
-                                              xhat[off + i] * sum_dy_xhat / count)
-                                       : k * dy.data[off + i];
-            }
-          }
+          // Batch statistics depend on x too: subtract the mean and the projection on xhat.
+          const T mean_dy = batch ? sum_dy / count : T(0);
+          const T proj = batch ? sum_dy_xhat / count : T(0);
+          for (int64_t b = 0; b < n; ++b)
+            run(dx.data, b, c, P) =
+                k * (run(dy.data, b, c, P) - mean_dy - run(xhat, b, c, P) * proj);
         },
         3 * n * P);
   }
 
  private:
+  // The P values of sample b, channel c.
+  auto run(T* p, int64_t b, int64_t c, int64_t P) const {
+    return Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(p + (b * c_ + c) * P, P);
+  }
+  auto run(const T* p, int64_t b, int64_t c, int64_t P) const {
+    return Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(p + (b * c_ + c) * P, P);
+  }
   static bool use_batch(const Context& ctx) { return ctx.training || ctx.batch_stats_in_eval; }
   int64_t c_;
   double momentum_, eps_;
