@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../common/cli.hpp"
+#include "../common/report.hpp"
 #include "../common/training.hpp"
 #include "varnet/varnet.hpp"
 
@@ -20,6 +21,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using varnet::str;
+using varnet::examples::json_list;
+using varnet::examples::weight_json;
 
 const char* kHelp = R"(lenet5: train and evaluate a variance LeNet-5 on MNIST-format data
 
@@ -154,37 +157,6 @@ Config parse(int argc, char** argv) {
                   "an existing file '" + c.save + "'");
   }
   return c;
-}
-
-std::string json_list(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
-// Prints a table of the weight layers (dropout rates, sparsity, KL) and returns it as JSON members.
-std::string weight_json(const varnet::WeightReport& r, double threshold) {
-  std::printf("%-8s %-26s %9s %14s %12s %12s\n", "layer", "kind", "weights", "mean log alpha",
-              str("log a > ", threshold).c_str(), "KL");
-  std::string layers;
-  for (const auto& l : r.layers) {
-    const auto& s = l.stats;
-    if (s.has_log_alpha)
-      std::printf("%-8s %-26s %9lld %14.3f %12.4f %12.1f\n", l.name.c_str(), l.kind.c_str(),
-                  (long long)s.weights, s.mean_log_alpha, s.fraction_above, s.kl);
-    else
-      std::printf("%-8s %-26s %9lld %14s %12s %12s\n", l.name.c_str(), l.kind.c_str(),
-                  (long long)s.weights, "-", "-", "-");
-    layers += str(layers.empty() ? "" : ",", "{\"name\":\"", l.name, "\",\"kind\":\"", l.kind,
-                  "\",\"weights\":", s.weights, ",\"kept\":", s.kept);
-    if (s.has_log_alpha)
-      layers += str(",\"mean_log_alpha\":", s.mean_log_alpha,
-                    ",\"frac_log_alpha_above_threshold\":", s.fraction_above, ",\"kl\":", s.kl);
-    layers += "}";
-  }
-  std::printf("compression %.3f (%lld of %lld weights kept), KL %.1f\n", r.compression(),
-              (long long)r.kept, (long long)r.weights, r.kl);
-  return str(",\"kl\":", r.kl, ",\"compression\":", r.compression(), ",\"layers\":[", layers, "]");
 }
 
 int run(const Config& c) {
