@@ -1,78 +1,228 @@
-// CPU layer benchmarks (Google Benchmark): each variance layer's forward + backward beside its
-// deterministic twin at LeNet-5 sizes, and the whole LeNet-5 training step. Run:
-//   build/benchmarks/bench_layers            (items/s counters are images per second)
+// CPU benchmarks (Google Benchmark), wall-clock time on all the threads OpenMP is given:
+//   - every stochastic layer's forward + backward at LeNet-5 and VGG-like sizes, batch 128, beside
+//     its deterministic twin (Conv2d / Linear of the same shape);
+//   - the whole LeNet-5 training step (forward, backward, Adam) at batch 128, deterministic, with
+//     variance layer 1 (examples/lenet5's default) and with variance layers 1-3;
+//   - a square GEMM doing the step's multiply-adds, the machine's ceiling for that work.
+// After the runs a summary prints each layer's cost relative to its twin, and each step's
+// images/s and GFLOP/s against the GEMM's; scripts/bench-cpu.sh reads its "varnet" lines.
+//   build-bench/benchmarks/bench_layers [Google Benchmark flags, e.g. --benchmark_filter=LeNet]
 #include <benchmark/benchmark.h>
 
-#include <memory>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "varnet/varnet.hpp"
 
 namespace {
 
 using namespace varnet;
+constexpr int64_t kBatch = 128;
 
-// One layer in a network, forward + backward on batch 128 of the given input shape.
-void run_layer(benchmark::State& state, std::unique_ptr<Layer<float>> layer, Shape in) {
+void fill_pattern(float* p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) p[i] = float((i * 37) % 101) / 101.0f;
+}
+
+// One layer (added by `add`) as the only layer of a network: forward + backward at batch 128.
+// `input_grad`: whether dx is computed (not for a network's first layer).
+void run_layer(benchmark::State& state, const std::function<void(Network<float>&)>& add, Shape in,
+               bool input_grad) {
   Network<float> net;
-  net.add(std::move(layer), "layer");
+  add(net);
   net.build(in, 1);
-  Tensor<float> x(in.with_batch(128));
-  for (int64_t i = 0; i < x.numel(); ++i) x[i] = float((i * 37) % 101) / 101.0f;
-  Tensor<float> dy(net.output_shape().with_batch(128), 0.01f);
+  Tensor<float> x(in.with_batch(kBatch));
+  fill_pattern(x.data(), x.numel());
+  Tensor<float> dy(net.output_shape().with_batch(kBatch), 0.01f);
   uint32_t step = 0;
-  for (auto _ : state) {
+  const auto once = [&] {
     const Context ctx = Context::train(1, step++);
     net.forward(x.view(), ctx);
-    net.backward(dy.view(), ctx, 0, true);
+    net.backward(dy.view(), ctx, 0, input_grad);
+  };
+  once();  // buffers are allocated on the first step only
+  for (auto _ : state) {
+    once();
     benchmark::DoNotOptimize(net.grads().data());
   }
-  state.SetItemsProcessed(state.iterations() * 128);
+  state.SetItemsProcessed(state.iterations() * kBatch);
 }
 
-const ConvOptions kConv5{5, 1, 0, false};
+// A layer site: its input shape and how to build each kind of layer there.
+struct Site {
+  const char* name;
+  Shape input;
+  bool input_grad;
+  bool conv;
+  int64_t in, out;  // channels or features
+  ConvOptions conv_options;
+};
 
-void BM_Conv1_Deterministic(benchmark::State& s) {
-  run_layer(s, std::make_unique<Conv2d<float>>(1, 20, kConv5), Shape(1, 1, 28, 28));
-}
-void BM_Conv1_Variance(benchmark::State& s) {
-  run_layer(s, std::make_unique<VarianceConv2d<float>>(1, 20, kConv5), Shape(1, 1, 28, 28));
-}
-void BM_Conv2_Deterministic(benchmark::State& s) {
-  run_layer(s, std::make_unique<Conv2d<float>>(20, 50, kConv5), Shape(1, 20, 12, 12));
-}
-void BM_Conv2_Variance(benchmark::State& s) {
-  run_layer(s, std::make_unique<VarianceConv2d<float>>(20, 50, kConv5), Shape(1, 20, 12, 12));
-}
-void BM_Fc1_Deterministic(benchmark::State& s) {
-  run_layer(s, std::make_unique<Linear<float>>(800, 500, false), Shape(1, 800));
-}
-void BM_Fc1_Variance(benchmark::State& s) {
-  run_layer(s, std::make_unique<VarianceLinear<float>>(800, 500), Shape(1, 800));
+const std::vector<Site>& sites() {
+  static const std::vector<Site> s = {
+      {"lenet_conv1", Shape(1, 1, 28, 28), false, true, 1, 20, {5, 1, 0, false}},
+      {"lenet_conv2", Shape(1, 20, 12, 12), true, true, 20, 50, {5, 1, 0, false}},
+      {"lenet_fc1", Shape(1, 800), true, false, 800, 500, {}},
+      {"vgg_conv3x3_128_16x16", Shape(1, 128, 16, 16), true, true, 128, 128, {3, 1, 1, false}},
+      {"vgg_conv3x3_512_2x2", Shape(1, 512, 2, 2), true, true, 512, 512, {3, 1, 1, false}},
+      {"vgg_fc_512", Shape(1, 512), true, false, 512, 512, {}},
+  };
+  return s;
 }
 
-// The whole LeNet-5 training step (Adam), batch 128, variance layers as in range(0).
-void BM_LeNet5_TrainStep(benchmark::State& state) {
+void add_layer(Network<float>& net, const Site& s, LayerKind kind) {
+  if (s.conv)
+    add_conv(net, "layer", kind, s.in, s.out, s.conv_options, StochasticOptions{});
+  else
+    add_dense(net, "layer", kind, s.in, s.out, StochasticOptions{});
+}
+
+const std::vector<LayerKind>& layer_kinds() {
+  static const std::vector<LayerKind> k = {LayerKind::deterministic, LayerKind::variance,
+                                           LayerKind::svdo};
+  return k;
+}
+
+// The LeNet-5 training step's multiply-adds per image, from its GEMM shapes (2 FLOP each):
+// forward, weight gradient and (except for conv1) input gradient of every weight layer.
+double lenet_flops_per_image() {
+  const double conv1 = 2.0 * 24 * 24 * 20 * 25, conv2 = 2.0 * 8 * 8 * 50 * 500;
+  const double fc1 = 2.0 * 800 * 500, fc2 = 2.0 * 500 * 10;
+  return 2 * conv1 + 3 * (conv2 + fc1 + fc2);
+}
+
+void lenet_step(benchmark::State& state, std::vector<int> variance_layers) {
   LeNet5Config cfg;
-  cfg.variance_layers.clear();
-  for (int l = 1; l <= state.range(0); ++l) cfg.variance_layers.push_back(l);
+  cfg.variance_layers = std::move(variance_layers);
   Network<float> net = make_lenet5<float>(cfg, Shape(1, 1, 28, 28), 1);
   Adam<float> adam(net.params().size());
   Trainer<float, Adam<float>> trainer(net, adam, 1, 1);
-  Tensor<float> x(Shape(128, 1, 28, 28));
-  for (int64_t i = 0; i < x.numel(); ++i) x[i] = float((i * 37) % 101) / 101.0f;
-  std::vector<int32_t> y(128);
-  for (int i = 0; i < 128; ++i) y[size_t(i)] = i % 10;
+  Tensor<float> x(Shape(kBatch, 1, 28, 28));
+  fill_pattern(x.data(), x.numel());
+  std::vector<int32_t> y(kBatch);
+  for (int i = 0; i < kBatch; ++i) y[size_t(i)] = i % 10;
+  trainer.step(x.view(), y.data(), 1e-3);
   for (auto _ : state) benchmark::DoNotOptimize(trainer.step(x.view(), y.data(), 1e-3));
-  state.SetItemsProcessed(state.iterations() * 128);
+  state.SetItemsProcessed(state.iterations() * kBatch);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(lenet_flops_per_image() * kBatch * 1e-9 * double(state.iterations()),
+                         benchmark::Counter::kIsRate);
+}
+
+// n x n x n with 2 n^3 close to a LeNet-5 step's FLOPs at batch 128.
+int64_t same_work_gemm_size() {
+  return int64_t(std::lround(std::cbrt(lenet_flops_per_image() * kBatch / 2)));
+}
+
+void gemm_same_work(benchmark::State& state) {
+  const int64_t n = same_work_gemm_size();
+  ops::RowMatrix<float> a(n, n), b(n, n), c(n, n);
+  fill_pattern(a.data(), n * n);
+  fill_pattern(b.data(), n * n);
+  c.noalias() = a * b;
+  for (auto _ : state) {
+    c.noalias() = a * b;
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * double(n * n * n) * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+struct StepConfig {
+  const char* name;
+  std::vector<int> variance_layers;
+};
+const std::vector<StepConfig>& step_configs() {
+  static const std::vector<StepConfig> c = {
+      {"deterministic", {}}, {"var1", {1}}, {"var123", {1, 2, 3}}};
+  return c;
+}
+
+// Keeps each run's seconds per iteration (wall clock) for the summary.
+class Collector : public benchmark::ConsoleReporter {
+ public:
+  std::map<std::string, double> seconds;
+  std::map<std::string, double> gflops;
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& r : runs) {
+      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
+      std::string name = r.benchmark_name();  // without UseRealTime()'s suffix
+      const std::string suffix = "/real_time";
+      if (name.size() > suffix.size() &&
+          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        name.resize(name.size() - suffix.size());
+      seconds[name] = r.GetAdjustedRealTime() * 1e-3;  // ms -> s
+      const auto g = r.counters.find("GFLOP/s");
+      if (g != r.counters.end()) gflops[name] = g->second.value;
+    }
+  }
+};
+
+void print_summary(const Collector& c) {
+  std::printf(
+      "\nStochastic layers, forward + backward at batch %lld, relative to the "
+      "deterministic twin:\n",
+      static_cast<long long>(kBatch));
+  for (const Site& s : sites()) {
+    const auto twin = c.seconds.find(std::string("layer/") + s.name + "/deterministic");
+    if (twin == c.seconds.end()) continue;
+    std::printf("  %-24s deterministic %8.3f ms", s.name, twin->second * 1e3);
+    for (LayerKind k : layer_kinds()) {
+      if (k == LayerKind::deterministic) continue;
+      const auto it = c.seconds.find(std::string("layer/") + s.name + "/" + to_string(k));
+      if (it != c.seconds.end())
+        std::printf("   %s %8.3f ms = %.2fx", to_string(k), it->second * 1e3,
+                    it->second / twin->second);
+    }
+    std::printf("\n");
+  }
+  const auto gemm = c.gflops.find("gemm_same_work");
+  std::printf("\nLeNet-5 training step, batch %lld (%.1f MFLOP per image):\n",
+              static_cast<long long>(kBatch), lenet_flops_per_image() * 1e-6);
+  for (const StepConfig& s : step_configs()) {
+    const std::string name = std::string("lenet5_step/") + s.name;
+    const auto t = c.seconds.find(name);
+    if (t == c.seconds.end()) continue;
+    const double gf = c.gflops.at(name);
+    std::printf("varnet %s %.0f img/s  (%.2f ms/step, %.1f GFLOP/s", s.name, kBatch / t->second,
+                t->second * 1e3, gf);
+    if (gemm != c.gflops.end())
+      std::printf(" = %.0f%% of a %lld^3 GEMM's %.1f GFLOP/s", 100 * gf / gemm->second,
+                  static_cast<long long>(same_work_gemm_size()), gemm->second);
+    std::printf(")\n");
+  }
 }
 
 }  // namespace
 
-BENCHMARK(BM_Conv1_Deterministic)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Conv1_Variance)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Conv2_Deterministic)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Conv2_Variance)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Fc1_Deterministic)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Fc1_Variance)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_LeNet5_TrainStep)->Arg(0)->Arg(1)->Arg(3)->Unit(benchmark::kMillisecond);
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  for (const Site& s : sites())
+    for (LayerKind k : layer_kinds())
+      benchmark::RegisterBenchmark((std::string("layer/") + s.name + "/" + to_string(k)).c_str(),
+                                   [s, k](benchmark::State& st) {
+                                     run_layer(
+                                         st, [&](Network<float>& net) { add_layer(net, s, k); },
+                                         s.input, s.input_grad);
+                                   })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+  for (const StepConfig& s : step_configs())
+    benchmark::RegisterBenchmark((std::string("lenet5_step/") + s.name).c_str(),
+                                 [s](benchmark::State& st) { lenet_step(st, s.variance_layers); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  benchmark::RegisterBenchmark("gemm_same_work", gemm_same_work)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  Collector collector;
+  benchmark::RunSpecifiedBenchmarks(&collector);
+  print_summary(collector);
+  benchmark::Shutdown();
+  return 0;
+}

@@ -7,6 +7,10 @@
 
 #include <cstdint>
 
+#if defined(__AVX2__) && !defined(__CUDA_ARCH__)
+#include <immintrin.h>
+#endif
+
 #include "varnet/core/host_device.hpp"
 
 namespace varnet {
@@ -55,6 +59,13 @@ struct Philox4x32 {
   // with AVX2 or AVX-512); the words are those of generate() exactly.
   static void generate_lanes(uint32_t* c0, uint32_t* c1, uint32_t* c2, uint32_t* c3, int count,
                              Key k) {
+#if defined(__AVX2__) && !defined(__CUDA_ARCH__)
+    // Eight counters per step with the 32 x 32 -> 64-bit multiplies written out: what the
+    // compiler makes of the loop below shuffles each product through 64-bit lanes and back.
+    const int whole = count / 8 * 8;
+    for (int i = 0; i < whole; i += 8) generate8(c0 + i, c1 + i, c2 + i, c3 + i, k);
+    c0 += whole, c1 += whole, c2 += whole, c3 += whole, count -= whole;
+#endif
     for (int r = 0; r < 10; ++r) {
       if (r > 0) {
         k.v[0] += kWeyl0;
@@ -72,6 +83,44 @@ struct Philox4x32 {
       }
     }
   }
+
+#if defined(__AVX2__) && !defined(__CUDA_ARCH__)
+  // hi and lo words of a * m for eight lanes: even lanes' 64-bit products from one multiply,
+  // odd lanes' from another on the words shifted down.
+  static void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
+    const __m256i even = _mm256_mul_epu32(a, m);
+    const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(m, 32));
+    hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+    lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  }
+  static void generate8(uint32_t* p0, uint32_t* p1, uint32_t* p2, uint32_t* p3, Key k) {
+    __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0));
+    __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1));
+    __m256i c2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p2));
+    __m256i c3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p3));
+    const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kMul0));
+    const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kMul1));
+    for (int r = 0; r < 10; ++r) {
+      if (r > 0) {
+        k.v[0] += kWeyl0;
+        k.v[1] += kWeyl1;
+      }
+      __m256i hi0, lo0, hi1, lo1;
+      mulhilo8(c0, m0, hi0, lo0);
+      mulhilo8(c2, m1, hi1, lo1);
+      const __m256i k0 = _mm256_set1_epi32(static_cast<int>(k.v[0]));
+      const __m256i k1 = _mm256_set1_epi32(static_cast<int>(k.v[1]));
+      c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), k0);
+      c1 = lo1;
+      c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), k1);
+      c3 = lo0;
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p0), c0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p1), c1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p2), c2);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p3), c3);
+  }
+#endif
 };
 
 }  // namespace varnet
