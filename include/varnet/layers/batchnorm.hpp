@@ -37,8 +37,9 @@ class BatchNorm : public Layer<T> {
     mean_ = t.declare(n + ".running_mean", Shape(c_, 1), Init::constant(0), this->id(), false);
     var_ = t.declare(n + ".running_var", Shape(c_, 1), Init::constant(1), this->id(), false);
   }
-  // normalised input xhat (N, C, H, W), then per channel: 1/sqrt(var + eps)
-  int64_t scratch_size(const Shape& in) const override { return in.numel() + c_; }
+  // per channel: the mean and 1/sqrt(var + eps) used. Backward recomputes xhat from x rather than
+  // keeping it: one tensor less written and read back through memory.
+  int64_t scratch_size(const Shape&) const override { return 2 * c_; }
 
   void forward(ConstView<T> x, TensorView<T> y, T* scratch, const Context& ctx) override {
     const int64_t n = x.shape.n, P = x.shape.plane();
@@ -46,7 +47,7 @@ class BatchNorm : public Layer<T> {
     check(!use_batch(ctx) || n * P > 1, this->where(),
           "more than one value per channel to compute batch statistics", "input of shape ",
           x.shape);
-    T *xhat = scratch, *inv_std = scratch + x.numel();
+    T *used_mean = scratch, *inv_std = scratch + c_;
     const T *gamma = this->param(gamma_), *beta = this->param(beta_);
     T *rmean = this->param(mean_), *rvar = this->param(var_);
     const bool batch = use_batch(ctx);
@@ -69,12 +70,10 @@ class BatchNorm : public Layer<T> {
             }
           }
           const T is = T(1) / std::sqrt(var + T(eps_));
+          used_mean[c] = mean;
           inv_std[c] = is;
-          for (int64_t b = 0; b < n; ++b) {
-            auto xh = run(xhat, b, c, P);
-            xh = (run(x.data, b, c, P) - mean) * is;
-            run(y.data, b, c, P) = gamma[c] * xh + beta[c];
-          }
+          for (int64_t b = 0; b < n; ++b)
+            run(y.data, b, c, P) = gamma[c] * ((run(x.data, b, c, P) - mean) * is) + beta[c];
         },
         3 * n * P);
   }
@@ -83,29 +82,30 @@ class BatchNorm : public Layer<T> {
                 const Context& ctx) override {
     const int64_t n = x.shape.n, P = x.shape.plane();
     const T count = T(n * P);
-    const T *xhat = scratch, *inv_std = scratch + x.numel();
+    const T *used_mean = scratch, *inv_std = scratch + c_;
     const T* gamma = this->param(gamma_);
     T *dgamma = this->grad(gamma_), *dbeta = this->grad(beta_);
     const bool batch = use_batch(ctx);
     parallel_for(
         c_,
         [&](int64_t c) {
+          const T mean = used_mean[c], is = inv_std[c];
+          const auto xhat = [&](int64_t b) { return (run(x.data, b, c, P) - mean) * is; };
           T sum_dy = 0, sum_dy_xhat = 0;
           for (int64_t b = 0; b < n; ++b) {
             const auto g = run(dy.data, b, c, P);
             sum_dy += g.sum();
-            sum_dy_xhat += (g * run(xhat, b, c, P)).sum();
+            sum_dy_xhat += (g * xhat(b)).sum();
           }
           dgamma[c] += sum_dy_xhat;
           dbeta[c] += sum_dy;
           if (!dx.data) return;
-          const T k = gamma[c] * inv_std[c];
+          const T k = gamma[c] * is;
           // Batch statistics depend on x too: subtract the mean and the projection on xhat.
           const T mean_dy = batch ? sum_dy / count : T(0);
           const T proj = batch ? sum_dy_xhat / count : T(0);
           for (int64_t b = 0; b < n; ++b)
-            run(dx.data, b, c, P) =
-                k * (run(dy.data, b, c, P) - mean_dy - run(xhat, b, c, P) * proj);
+            run(dx.data, b, c, P) = k * (run(dy.data, b, c, P) - mean_dy - xhat(b) * proj);
         },
         3 * n * P);
   }
