@@ -168,15 +168,13 @@ TEST_CASE("VGG at width 1/8 trains on the CPU: the loss falls within a few steps
   VggConfig cfg;
   cfg.width = 0.125;
   cfg.classes = 4;
-  SECTION("deterministic, 1 and 3 channels: halved in 12 steps") {
+  SECTION("deterministic: halved in 12 steps") {
+    // 3 channels here; test_vgg_cli trains on 1-channel (padded MNIST-format) images.
     cfg.stochastic_layers.clear();
-    for (int64_t channels : {3, 1}) {
-      const auto [first, last] = first_last(train_losses(cfg, channels, 3, 3e-3));
-      INFO(channels << " channels: mean loss of the first 4 steps " << first << ", of the last 4 "
-                    << last);
-      CHECK(std::isfinite(last));
-      CHECK(last < 0.5 * first);
-    }
+    const auto [first, last] = first_last(train_losses(cfg, 3, 3, 3e-3));
+    INFO("mean loss of the first 4 steps " << first << ", of the last 4 " << last);
+    CHECK(std::isfinite(last));
+    CHECK(last < 0.5 * first);
   }
   SECTION("the reference's variance layers (conv 11-13, fc 1): falling in 24 steps") {
     // Stacked variance layers learn slowly (PAPER.md section 5): measured here 1.45 -> 1.11.
