@@ -21,7 +21,7 @@ namespace stream {
 constexpr uint32_t kEnsembleBase = 0x4000;  // evaluation sample k uses kEnsembleBase + k
 constexpr uint32_t kInit = 0xFF00;          // parameter initialisation
 constexpr uint32_t kShuffle = 0xFF01;       // data order
-constexpr uint32_t kAugment = 0xFF04;       // data augmentation (0xFF02-03: eval/attacks, curvature)
+constexpr uint32_t kAugment = 0xFF04;       // augmentation (0xFF02, 03: attacks, curvature)
 constexpr uint32_t kMax = 0xFFFF;
 }  // namespace stream
 
