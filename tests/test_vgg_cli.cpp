@@ -111,6 +111,10 @@ TEST_CASE("vgg: MNIST-format data padded to 32x32; refuses cuda and unknown dire
   const Run bad_width = run(data + "--width 0", log);
   CHECK(bad_width.status == 2);
   CHECK(bad_width.out.find("--width: expected a number in") != std::string::npos);
+  const Run labels = run(data + "--cifar100-labels coarse", log);
+  CHECK(labels.status == 2);
+  CHECK(labels.out.find("--cifar100-labels: expected a CIFAR-100 directory with it, found "
+                        "MNIST-format IDX") != std::string::npos);
   const Run bad_layer = run(data + "--var-layers 16", log);
   CHECK(bad_layer.status == 2);
   const fs::path empty = dir.path / "empty";

@@ -90,6 +90,7 @@ struct Config {
   bool augment, overwrite, finite_check;
   std::string checkpoint, resume;  // checkpoint paths ("" when not asked for)
   int64_t checkpoint_every = 0;    // steps between checkpoints (0: at the end only)
+  bool labels_given = false;       // --cifar100-labels was on the command line
 };
 
 Config parse(int argc, char** argv) {
@@ -140,6 +141,7 @@ Config parse(int argc, char** argv) {
   }
   c.data = a.get("--data", "/usr/share/datasets/fashion-mnist");
   c.cifar100_labels = a.get_choice("--cifar100-labels", "fine", {"fine", "coarse"});
+  c.labels_given = a.has("--cifar100-labels");
   c.width = a.get_double("--width", 1.0, 1.0 / 64, 16);
   c.var_layers = a.get_int_list("--var-layers", "11,12,13,14", 1, varnet::kVggWeightLayers);
   c.dist = a.get_choice("--dist", "gaussian", {"gaussian", "bernoulli", "uniform", "none"});
@@ -200,6 +202,8 @@ int run(const Config& c) {
   dir_options.cifar100_labels = c.cifar100_labels == "fine" ? varnet::data::CifarLabels::fine
                                                             : varnet::data::CifarLabels::coarse;
   varnet::data::ImageDataset d = varnet::data::load_image_dir(c.data, dir_options);
+  varnet::check(!c.labels_given || d.format.rfind("CIFAR-100", 0) == 0, "--cifar100-labels",
+                "a CIFAR-100 directory with it", d.format, " in ", c.data);
   varnet::examples::keep_first(d.train, c.train_limit);
   varnet::examples::keep_first(d.test, c.test_limit);
   const varnet::Shape in = d.train.images.shape();
