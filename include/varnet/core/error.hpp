@@ -39,10 +39,12 @@ std::string str(Args&&... args) {
   throw Error(where + ": expected " + expected + ", found " + found);
 }
 
-// Checks a user-facing precondition; the message pieces are only built when it fails.
-template <class Cond, class... Args>
-void check(const Cond& ok, const std::string& where, const std::string& expected, Args&&... found) {
-  if (!ok) fail(where, expected, str(std::forward<Args>(found)...));
+// Checks a user-facing precondition; the message pieces are only built when it fails. `where`
+// and `expected` are taken as they come (string literals stay pointers), so that a passing check
+// allocates nothing: checks run inside training steps.
+template <class Cond, class Where, class Expected, class... Args>
+void check(const Cond& ok, const Where& where, const Expected& expected, Args&&... found) {
+  if (!ok) fail(str(where), str(expected), str(std::forward<Args>(found)...));
 }
 
 }  // namespace varnet

@@ -22,8 +22,9 @@ namespace detail {
 template <class T>
 void check_labels(const char* where, ConstView<T> logits, const int32_t* labels) {
   for (int64_t i = 0; i < logits.shape.n; ++i)
-    check(labels[i] >= 0 && labels[i] < logits.shape.c, where,
-          str("labels in [0, ", logits.shape.c, ")"), "label ", labels[i], " at row ", i);
+    if (labels[i] < 0 || labels[i] >= logits.shape.c)
+      fail(where, str("labels in [0, ", logits.shape.c, ")"),
+           str("label ", labels[i], " at row ", i));
 }
 // log-softmax of one row into out; returns nothing, out may alias nothing.
 template <class T>
@@ -46,11 +47,11 @@ LossResult cross_entropy(const std::vector<ConstView<T>>& logits, const int32_t*
   check(!logits.empty(), "cross_entropy", "at least one sample of logits", "none");
   const Shape s = logits[0].shape;
   check(s.h == 1 && s.w == 1 && s.c > 1, "cross_entropy", "logits of shape (N, C > 1, 1, 1)", s);
-  for (const auto& l : logits)
-    check(l.shape == s, "cross_entropy", str("every sample's logits of shape ", s), l.shape);
-  if (dlogits)
-    check(dlogits->size() == logits.size(), "cross_entropy",
-          str(logits.size(), " gradient buffers"), dlogits->size());
+  for (const auto& l : logits)  // (if, not check: a passing check builds no message strings)
+    if (l.shape != s)
+      fail("cross_entropy", str("every sample's logits of shape ", s), str(l.shape));
+  if (dlogits && dlogits->size() != logits.size())
+    fail("cross_entropy", str(logits.size(), " gradient buffers"), str(dlogits->size()));
   detail::check_labels("cross_entropy", logits[0], labels);
   const int64_t n = s.n, c = s.c, K = static_cast<int64_t>(logits.size());
   // Per-thread buffers: a training step allocates nothing after the first.

@@ -80,16 +80,23 @@ class Network {
   // Runs every layer; returns the output, valid until the next forward on this slot.
   ConstView<T> forward(ConstView<T> x, const Context& ctx, size_t slot = 0) {
     check(built_, "Network::forward", "a built network", "build() not called");
-    check(x.shape.with_batch(1) == input_ && x.shape.n > 0, "Network::forward",
-          str("input of shape (N > 0, ", input_.c, ", ", input_.h, ", ", input_.w, ")"),
-          "input of shape ", x.shape);
+    if (x.shape.with_batch(1) != input_ || x.shape.n <= 0)
+      fail("Network::forward",
+           str("input of shape (N > 0, ", input_.c, ", ", input_.h, ", ", input_.w, ")"),
+           str("input of shape ", x.shape));
     Workspace& ws = workspace(slot);
     ws.input = x;
+    // Shapes and buffer sizes follow from the batch size alone: worked out (with the layers'
+    // checks, which build message strings) only when it changes, so that a step allocates nothing.
+    const bool same_batch = ws.batch == x.shape.n;
+    ws.batch = x.shape.n;
     ConstView<T> in = x;
     for (size_t i = 0; i < layers_.size(); ++i) {
       Layer<T>& l = *layers_[i];
-      ws.acts[i].resize(l.output_shape(in.shape));
-      ws.scratch[i].resize(static_cast<size_t>(l.scratch_size(in.shape)));
+      if (!same_batch) {
+        ws.acts[i].resize(l.output_shape(in.shape));
+        ws.scratch[i].resize(static_cast<size_t>(l.scratch_size(in.shape)));
+      }
       l.forward(in, ws.acts[i].view(), ws.scratch[i].data(), ctx);
       in = ws.acts[i].view();
     }
@@ -103,8 +110,9 @@ class Network {
     check(slot < workspaces_.size() && workspaces_[slot].input.data, "Network::backward",
           "a forward pass on this slot first", "none on slot ", slot);
     Workspace& ws = workspaces_[slot];
-    check(dout.shape == ws.acts.back().shape(), "Network::backward",
-          str("an output gradient of shape ", ws.acts.back().shape()), dout.shape);
+    if (dout.shape != ws.acts.back().shape())
+      fail("Network::backward", str("an output gradient of shape ", ws.acts.back().shape()),
+           str(dout.shape));
     ConstView<T> dy = dout;
     for (size_t i = layers_.size(); i-- > 0;) {
       const ConstView<T> x = i == 0 ? ws.input : ws.acts[i - 1].view();
@@ -186,6 +194,7 @@ class Network {
     std::vector<Tensor<T>> acts;            // output of layer i
     std::vector<AlignedVector<T>> scratch;  // layer i's scratch
     Tensor<T> grad[2];                      // ping-pong input gradients
+    int64_t batch = -1;                     // the batch size acts and scratch are sized for
   };
   Workspace& workspace(size_t slot) {
     if (workspaces_.size() <= slot) workspaces_.resize(slot + 1);

@@ -39,8 +39,9 @@ class Adam {
   }
   template <class Params, class Grads>
   void step(Params& params, const Grads& grads, double lr) {
-    check(params.size() == m_.size() && grads.size() == m_.size(), "Adam::step",
-          str(m_.size(), " parameters and gradients"), params.size(), " and ", grads.size());
+    if (params.size() != m_.size() || grads.size() != m_.size())
+      fail("Adam::step", str(m_.size(), " parameters and gradients"),
+           str(params.size(), " and ", grads.size()));
     ++t_;
     const T b1 = T(opt_.beta1), b2 = T(opt_.beta2);
     const T c1 = T(1 - std::pow(opt_.beta1, double(t_)));
@@ -106,8 +107,9 @@ class Sgd {
   }
   template <class Params, class Grads>
   void step(Params& params, const Grads& grads, double lr) {
-    check(params.size() == b_.size() && grads.size() == b_.size(), "Sgd::step",
-          str(b_.size(), " parameters and gradients"), params.size(), " and ", grads.size());
+    if (params.size() != b_.size() || grads.size() != b_.size())
+      fail("Sgd::step", str(b_.size(), " parameters and gradients"),
+           str(params.size(), " and ", grads.size()));
     const int64_t n = static_cast<int64_t>(b_.size());
     auto b = ops::VectorMap<T>(b_.data(), n).array();
     b = T(momentum_) * b + ops::ConstVectorMap<T>(grads.data(), n).array();
