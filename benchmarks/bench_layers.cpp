@@ -141,7 +141,7 @@ const std::vector<StepConfig>& step_configs() {
   return c;
 }
 
-// Keeps each run's seconds per iteration (wall clock) for the summary.
+// Keeps each benchmark's seconds per iteration (wall clock) for the summary.
 class Collector : public benchmark::ConsoleReporter {
  public:
   std::map<std::string, double> seconds;
@@ -149,7 +149,10 @@ class Collector : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& r : runs) {
-      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
+      // One value per benchmark: the run itself, or with --benchmark_repetitions the median
+      // (aggregates are reported after the runs, so it replaces the last run's value).
+      if (r.error_occurred) continue;
+      if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
       std::string name = r.benchmark_name();  // without UseRealTime()'s suffix
       const std::string suffix = "/real_time";
       if (name.size() > suffix.size() &&

@@ -33,7 +33,9 @@ cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
 mkdir -p "$results"
 
 echo "== varnet (bench_layers, $threads threads)"
-OMP_NUM_THREADS="$threads" "$build/benchmarks/bench_layers" "$@" | tee "$results/varnet.txt"
+# Medians of 3 repetitions: on a shared machine single runs of the small layers vary by 20% or more.
+OMP_NUM_THREADS="$threads" "$build/benchmarks/bench_layers" --benchmark_repetitions=3 "$@" \
+  | tee "$results/varnet.txt"
 
 echo "== dlib"
 if [ -x "$build/benchmarks/bench_dlib" ]; then

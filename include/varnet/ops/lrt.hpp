@@ -40,9 +40,26 @@ void lrt_forward_sample(const NoiseKey& key, int64_t b, int64_t o, int64_t p, co
   thread_local AlignedVector<T> eps;
   if (eps.size() < static_cast<size_t>(per_sample)) eps.resize(static_cast<size_t>(per_sample));
   fill_normal(key, static_cast<uint64_t>(b * per_sample), per_sample, eps.data());
-  // Three vectorised passes over one channel, in cache. s = u / sqrt(u) and 1 / s from one
-  // reciprocal square root of u = v + e0 (SIMD estimate + Newton step in float: within a few
-  // ulps of sqrt and division, at a fraction of their cost).
+  // s = u / sqrt(u) and 1 / s from one reciprocal square root of u = v + e0 (a SIMD estimate and
+  // a Newton step in float: within a few ulps of sqrt and a division, at a fraction of the cost).
+  if (v_channel_stride == p) {  // v_b is one contiguous (O, P) block, as y_b is: one pass each
+    auto Y = VectorMap<T>(y, per_sample).array();
+    auto V = VectorMap<T>(v, per_sample).array();
+    const auto E = ConstVectorMap<T>(eps.data(), per_sample).array();
+    V += e0;
+    if (add_to_y) {
+      Y += E * (V * V.rsqrt());
+    } else {
+      Y = E * (V * V.rsqrt());
+      if (bias && p == 1)
+        Y += ConstVectorMap<T>(bias, o).array();
+      else if (bias)
+        for (int64_t c = 0; c < o; ++c) Y.segment(c * p, p) += bias[c];
+    }
+    V = (T(0.5) * E) * V.rsqrt();
+    return;
+  }
+  // Channel-major v: the same, one channel at a time.
   for (int64_t c = 0; c < o; ++c) {
     auto Y = VectorMap<T>(y + c * p, p).array();
     auto V = VectorMap<T>(v + c * v_channel_stride, p).array();
