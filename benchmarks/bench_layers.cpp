@@ -153,11 +153,7 @@ class Collector : public benchmark::ConsoleReporter {
       // (aggregates are reported after the runs, so it replaces the last run's value).
       if (r.error_occurred) continue;
       if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
-      std::string name = r.benchmark_name();  // without UseRealTime()'s suffix
-      const std::string suffix = "/real_time";
-      if (name.size() > suffix.size() &&
-          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
-        name.resize(name.size() - suffix.size());
+      const std::string& name = r.run_name.function_name;  // as registered, no suffixes
       seconds[name] = r.GetAdjustedRealTime() * 1e-3;  // ms -> s
       const auto g = r.counters.find("GFLOP/s");
       if (g != r.counters.end()) gflops[name] = g->second.value;
