@@ -20,6 +20,7 @@
 #include "../common/cli.hpp"
 #include "../common/lenet_run.hpp"
 #include "../common/report.hpp"
+#include "../common/resumable.hpp"
 #include "../common/training.hpp"
 #include "varnet/varnet.hpp"
 
@@ -254,7 +255,7 @@ int run(const Config& c) {
   // Checkpoints. Noise is keyed by the step counter, the data order and the augmentation by the
   // epoch, so the step, the epoch and the step within it are the run's whole state besides its
   // tensors.
-  const std::map<std::string, std::string> run_config = {
+  const varnet::examples::RunConfig run_config = {
       {"model", "vgg"},
       {"width", varnet::detail::exact_text(c.width)},
       {"var_layers", json_list(c.var_layers)},
@@ -275,52 +276,22 @@ int run(const Config& c) {
       {"kl_warmup", varnet::detail::exact_text(c.kl_warmup)},
       {"threshold", varnet::detail::exact_text(c.threshold)},
       {"alpha_lr_scale", varnet::detail::exact_text(c.alpha_lr_scale)}};
-  int64_t start_epoch = 0, start_step = 0, resumed_correct = 0;
-  double resumed_loss = 0;
-  if (!c.resume.empty()) {
-    std::string note;
-    const varnet::CheckpointInfo info =
-        varnet::load_checkpoint(c.resume, net, adam, run_config, uint64_t(c.seed), &note);
-    if (!note.empty())
-      std::cout << "resume: passed over " << note << "; read "
-                << varnet::previous_checkpoint_path(c.resume) << "\n";
-    varnet::check(info.epoch <= c.epochs && info.step_in_epoch < steps_per_epoch &&
-                      info.step == uint64_t(info.epoch * steps_per_epoch + info.step_in_epoch),
-                  c.resume,
-                  str("a position within ", c.epochs, " epochs of ", steps_per_epoch, " steps"),
-                  "step ", info.step, " (epoch ", info.epoch, ", step ", info.step_in_epoch, ")");
-    char* end = nullptr;
-    const auto at = [&](const char* key) {
-      return info.extra.count(key) ? info.extra.at(key) : std::string("0");
-    };
-    resumed_loss = std::strtod(at("epoch_loss").c_str(), &end);
-    resumed_correct = std::strtoll(at("epoch_correct").c_str(), &end, 10);
-    trainer.set_steps(uint32_t(info.step));
-    start_epoch = info.epoch;
-    start_step = info.step_in_epoch;
-    std::cout << "resumed at epoch " << start_epoch + 1 << ", step " << start_step << " of "
-              << steps_per_epoch << " (training step " << info.step << ")\n";
-  }
+  varnet::examples::RunStart start;
+  if (!c.resume.empty())
+    start = varnet::examples::resume_run(c.resume, net, adam, trainer, run_config, uint64_t(c.seed),
+                                         c.epochs, steps_per_epoch);
+  const int64_t start_epoch = start.epoch, start_step = start.step;
   const uint32_t first_step = trainer.steps();
-  // Where the run stands after `done` steps of epoch e, with that epoch's sums so far.
   const auto checkpoint = [&](int64_t e, int64_t done, double loss, int64_t correct) {
-    if (done == steps_per_epoch) e += 1, done = 0, loss = 0, correct = 0;
-    varnet::CheckpointInfo info;
-    info.step = trainer.steps();
-    info.epoch = e;
-    info.step_in_epoch = done;
-    info.seed = uint64_t(c.seed);
-    info.config = run_config;
-    info.extra = {{"epoch_loss", varnet::detail::exact_text(loss)},
-                  {"epoch_correct", std::to_string(correct)}};
-    varnet::save_checkpoint(c.checkpoint, net, adam, info);
+    varnet::examples::save_run(c.checkpoint, net, adam, trainer, run_config, uint64_t(c.seed),
+                               steps_per_epoch, e, done, loss, correct);
   };
   for (int64_t e = start_epoch; e < c.epochs; ++e) {
     const auto order = varnet::data::shuffled_order(in.n, uint64_t(c.seed), uint32_t(e));
     const auto t0 = Clock::now();
     double loss = 0, kl = 0;
     int64_t correct = 0;
-    if (e == start_epoch) loss = resumed_loss, correct = resumed_correct;
+    if (e == start_epoch) loss = start.loss, correct = start.correct;
     for (int64_t s = e == start_epoch ? start_step : 0; s < steps_per_epoch; ++s) {
       varnet::data::gather_batch(d.train, order, s * c.batch, c.batch, x, y);
       if (c.augment) varnet::data::augment_batch(x.view(), order, s * c.batch, aug, uint32_t(e));
