@@ -16,6 +16,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cassert>
 #include <cstdint>
 
 #include "varnet/core/aligned.hpp"
@@ -127,6 +128,7 @@ void col2im_sample(const T* dcols, const ConvGeometry& g, T* dx) {
 template <class T, class F>
 void accumulate_over_samples(int64_t n, int64_t width, T* partials, F&& body,
                              int64_t work_per_sample) {
+  assert(n > 0 && "partials[0, width) is only written for a non-empty batch");
   const int64_t groups = sample_groups(n);
   parallel_for(
       groups,
