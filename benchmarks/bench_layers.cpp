@@ -154,7 +154,7 @@ class Collector : public benchmark::ConsoleReporter {
       if (r.error_occurred) continue;
       if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
       const std::string& name = r.run_name.function_name;  // as registered, no suffixes
-      seconds[name] = r.GetAdjustedRealTime() * 1e-3;  // ms -> s
+      seconds[name] = r.GetAdjustedRealTime() * 1e-3;      // ms -> s
       const auto g = r.counters.find("GFLOP/s");
       if (g != r.counters.end()) gflops[name] = g->second.value;
     }
