@@ -85,40 +85,49 @@ struct Philox4x32 {
   }
 
 #if defined(__AVX2__) && !defined(__CUDA_ARCH__)
-  // hi and lo words of a * m for eight lanes: even lanes' 64-bit products from one multiply,
-  // odd lanes' from another on the words shifted down.
-  static void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
-    const __m256i even = _mm256_mul_epu32(a, m);
-    const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(m, 32));
-    hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
-    lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-  }
-  static void generate8(uint32_t* p0, uint32_t* p1, uint32_t* p2, uint32_t* p3, Key k) {
-    __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0));
-    __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1));
-    __m256i c2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p2));
-    __m256i c3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p3));
+  // generate() for G groups of eight counters in registers: c[g][w] holds word w of counters
+  // 8g .. 8g + 7, one per 32-bit lane. _mm256_mul_epu32 multiplies the even lanes only, giving
+  // 64-bit products whose halves are a round's hi and lo words; so the rounds run on the even
+  // lanes and, shifted down, the odd lanes as two separate states whose upper halves are never
+  // read, and the lanes are put back together once at the end. Several groups at once give the
+  // processor independent multiply chains to overlap.
+  template <int G>
+  static void generate8(__m256i (&c)[G][4], Key k) {
     const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kMul0));
     const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kMul1));
+    __m256i s[2 * G][4];  // s[2g] even lanes of group g, s[2g + 1] its odd lanes
+    for (int g = 0; g < G; ++g)
+      for (int w = 0; w < 4; ++w) {
+        s[2 * g][w] = c[g][w];
+        s[2 * g + 1][w] = _mm256_srli_epi64(c[g][w], 32);
+      }
     for (int r = 0; r < 10; ++r) {
       if (r > 0) {
         k.v[0] += kWeyl0;
         k.v[1] += kWeyl1;
       }
-      __m256i hi0, lo0, hi1, lo1;
-      mulhilo8(c0, m0, hi0, lo0);
-      mulhilo8(c2, m1, hi1, lo1);
       const __m256i k0 = _mm256_set1_epi32(static_cast<int>(k.v[0]));
       const __m256i k1 = _mm256_set1_epi32(static_cast<int>(k.v[1]));
-      c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), k0);
-      c1 = lo1;
-      c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), k1);
-      c3 = lo0;
+      for (int h = 0; h < 2 * G; ++h) {
+        const __m256i p0 = _mm256_mul_epu32(s[h][0], m0);  // lo word, hi word
+        const __m256i p1 = _mm256_mul_epu32(s[h][2], m1);
+        s[h][0] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), s[h][1]), k0);
+        s[h][1] = p1;
+        s[h][2] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), s[h][3]), k1);
+        s[h][3] = p0;
+      }
     }
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p0), c0);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p1), c1);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p2), c2);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p3), c3);
+    for (int g = 0; g < G; ++g)
+      for (int w = 0; w < 4; ++w)
+        c[g][w] = _mm256_blend_epi32(s[2 * g][w], _mm256_slli_epi64(s[2 * g + 1][w], 32), 0xAA);
+  }
+  static void generate8(uint32_t* p0, uint32_t* p1, uint32_t* p2, uint32_t* p3, Key k) {
+    uint32_t* p[4] = {p0, p1, p2, p3};
+    __m256i c[1][4];
+    for (int w = 0; w < 4; ++w)
+      c[0][w] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[w]));
+    generate8(c, k);
+    for (int w = 0; w < 4; ++w) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p[w]), c[0][w]);
   }
 #endif
 };

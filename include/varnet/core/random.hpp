@@ -51,14 +51,57 @@ VARNET_HOST_DEVICE float uniform_open01(uint32_t x) {
   return (static_cast<float>(x >> 9) + 0.5f) * (1.0f / 8388608.0f);
 }
 
+// a * b + c, fused where the hardware has it (CUDA; x86 built with FMA), so that the scalar code
+// rounds as the GPU and the AVX2 code (ops/normal_avx2.hpp) do.
+VARNET_HOST_DEVICE float fused_madd(float a, float b, float c) {
+#if defined(__CUDA_ARCH__) || defined(__FMA__)
+  return fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// Taylor coefficients of sin((pi / 2) t) / t and cos((pi / 2) t) in t^2, for |t| <= 1/2: the
+// terms left out (t^11, t^12) are below 2e-9.
+namespace turn_poly {  // scalars (not arrays), so that CUDA device code may read them
+constexpr float kS9 = 1.6044118478735982e-4f, kS7 = -4.6817541353186881e-3f,
+                kS5 = 7.9692626246167045e-2f, kS3 = -6.4596409750624625e-1f,
+                kS1 = 1.5707963267948966f;
+constexpr float kC10 = -2.5202042373060605e-5f, kC8 = 9.1926027483942658e-4f,
+                kC6 = -2.0863480763352961e-2f, kC4 = 2.5366950790104801e-1f,
+                kC2 = -1.2337005501361698f, kC0 = 1.0f;
+}  // namespace turn_poly
+
+// sin(2 pi u) and cos(2 pi u) for u in [0, 1], without rounding 2 pi u to float (which would cost
+// up to 2.4e-7 of angle near u = 1): 4u = q + t exactly, q = round(4u), |t| <= 1/2, then the
+// polynomials of (pi / 2) t and the quadrant q mod 4. ops/normal_avx2.hpp is the same in SIMD.
+VARNET_HOST_DEVICE void sincos_turn(float u, float& sin_out, float& cos_out) {
+  const float u4 = 4.0f * u;  // exact
+  const float q = rintf(u4);
+  const float t = u4 - q;  // exact
+  const float t2 = t * t;
+  using namespace turn_poly;
+  float s = fused_madd(fused_madd(fused_madd(fused_madd(kS9, t2, kS7), t2, kS5), t2, kS3), t2, kS1);
+  const float c = fused_madd(
+      fused_madd(fused_madd(fused_madd(fused_madd(kC10, t2, kC8), t2, kC6), t2, kC4), t2, kC2), t2,
+      kC0);
+  s *= t;
+  // (sin, cos) of a + q pi / 2 is (s, c), (c, -s), (-s, -c), (-c, s) for q mod 4 = 0, 1, 2, 3.
+  const int qi = static_cast<int>(q);
+  const float a = (qi & 1) ? c : s, b = (qi & 1) ? s : c;
+  sin_out = (qi & 2) ? -a : a;
+  cos_out = ((qi + 1) & 2) ? -b : b;
+}
+
 // Box-Muller: two words to two standard normals. Elements 4b, 4b+1 use words 0, 1 and elements
 // 4b+2, 4b+3 use words 2, 3. Computed in float on both backends, so that the CPU and GPU agree
-// to a few ulps.
+// to a few ulps (logf is the only libm call).
 VARNET_HOST_DEVICE void box_muller(uint32_t a, uint32_t b, float& z0, float& z1) {
   const float r = sqrtf(-2.0f * logf(uniform_open01(a)));
-  const float angle = 6.2831853071795864f * uniform_open01(b);
-  z0 = r * cosf(angle);
-  z1 = r * sinf(angle);
+  float s, c;
+  sincos_turn(uniform_open01(b), s, c);
+  z0 = r * c;
+  z1 = r * s;
 }
 
 // Standard normal for one element.

@@ -10,11 +10,11 @@
 // which is the same as (N, O, P) with P = 1; `channel_major` says which.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <vector>
+#include <type_traits>
 
-#include "varnet/core/aligned.hpp"
 #include "varnet/core/parallel.hpp"
 #include "varnet/core/random.hpp"
 #include "varnet/ops/gemm.hpp"
@@ -30,46 +30,67 @@ struct LrtLayout {
   }
 };
 
+// The epilogue on a run of `len` elements of one channel (or, for dense layers, of consecutive
+// features): u = v + e0, y = mean + eps * sqrt(u), v = r = eps / (2 sqrt(u)). The mean is y's
+// content when `add_to_y`, else bias_run[i] when given (dense: one bias per element), else
+// `bias` (conv: one per channel). sqrt(u) = u / sqrt(u) and 1 / sqrt(u) come from one reciprocal
+// square root (a SIMD estimate and a Newton step in float: within a few ulps of sqrt and a
+// division, at a fraction of the cost).
+template <class T>
+void lrt_epilogue_run(int64_t len, const T* eps, T* v, T* y, bool add_to_y, T bias,
+                      const T* bias_run, T e0) {
+  int64_t i = 0;
+#ifdef VARNET_NORMAL_AVX2
+  if constexpr (std::is_same_v<T, float>) {  // one pass, all in registers
+    const __m256 e0v = _mm256_set1_ps(e0), half = _mm256_set1_ps(0.5f),
+                 three_halves = _mm256_set1_ps(1.5f), bias_v = _mm256_set1_ps(bias);
+    for (; i + 8 <= len; i += 8) {
+      const __m256 u = _mm256_add_ps(_mm256_loadu_ps(v + i), e0v);
+      const __m256 est = _mm256_rsqrt_ps(u);
+      // Newton: rs = est (3/2 - u est^2 / 2)
+      const __m256 rs = _mm256_mul_ps(
+          est, _mm256_fnmadd_ps(_mm256_mul_ps(half, u), _mm256_mul_ps(est, est), three_halves));
+      const __m256 e = _mm256_loadu_ps(eps + i);
+      const __m256 mean = add_to_y   ? _mm256_loadu_ps(y + i)
+                          : bias_run ? _mm256_loadu_ps(bias_run + i)
+                                     : bias_v;
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(e, _mm256_mul_ps(u, rs), mean));
+      _mm256_storeu_ps(v + i, _mm256_mul_ps(_mm256_mul_ps(half, e), rs));
+    }
+  }
+#endif
+  for (; i < len; ++i) {
+    const T u = v[i] + e0, rs = T(1) / std::sqrt(u);
+    const T mean = add_to_y ? y[i] : bias_run ? bias_run[i] : bias;
+    y[i] = mean + eps[i] * (u * rs);
+    v[i] = T(0.5) * eps[i] * rs;
+  }
+}
+
 // One sample b of lrt_forward: y_b (O, P) = mean + eps * sqrt(v + e0), where mean is y_b's
 // content when `add_to_y`, else bias[o] (or 0); channel c of v is the P values at
-// v + c * v_channel_stride, replaced by r = eps / (2 s).
+// v + c * v_channel_stride, replaced by r = eps / (2 s). The noise is drawn a chunk at a time
+// into a buffer that stays in L1, and each chunk goes through the epilogue channel by channel.
 template <class T>
 void lrt_forward_sample(const NoiseKey& key, int64_t b, int64_t o, int64_t p, const T* bias,
                         bool add_to_y, T e0, T* v, int64_t v_channel_stride, T* y) {
-  const int64_t per_sample = o * p;  // contiguous in y: one bulk noise call per sample
-  thread_local AlignedVector<T> eps;
-  if (eps.size() < static_cast<size_t>(per_sample)) eps.resize(static_cast<size_t>(per_sample));
-  fill_normal(key, static_cast<uint64_t>(b * per_sample), per_sample, eps.data());
-  // s = u / sqrt(u) and 1 / s from one reciprocal square root of u = v + e0 (a SIMD estimate and
-  // a Newton step in float: within a few ulps of sqrt and a division, at a fraction of the cost).
-  if (v_channel_stride == p) {  // v_b is one contiguous (O, P) block, as y_b is: one pass each
-    auto Y = VectorMap<T>(y, per_sample).array();
-    auto V = VectorMap<T>(v, per_sample).array();
-    const auto E = ConstVectorMap<T>(eps.data(), per_sample).array();
-    V += e0;
-    if (add_to_y) {
-      Y += E * (V * V.rsqrt());
-    } else {
-      Y = E * (V * V.rsqrt());
-      if (bias && p == 1)
-        Y += ConstVectorMap<T>(bias, o).array();
-      else if (bias)
-        for (int64_t c = 0; c < o; ++c) Y.segment(c * p, p) += bias[c];
+  const int64_t per_sample = o * p;  // contiguous in y, and in the noise stream
+  constexpr int64_t kChunk = 1024;
+  alignas(64) T eps[kChunk];
+  const bool dense_bias = bias && p == 1 && v_channel_stride == p && !add_to_y;
+  for (int64_t i0 = 0; i0 < per_sample; i0 += kChunk) {
+    const int64_t i1 = std::min(per_sample, i0 + kChunk);
+    fill_normal(key, static_cast<uint64_t>(b * per_sample + i0), i1 - i0, eps);
+    if (v_channel_stride == p && (dense_bias || !bias || add_to_y)) {  // one run for the chunk
+      lrt_epilogue_run(i1 - i0, eps, v + i0, y + i0, add_to_y, T(0),
+                       dense_bias ? bias + i0 : static_cast<const T*>(nullptr), e0);
+      continue;
     }
-    V = (T(0.5) * E) * V.rsqrt();
-    return;
-  }
-  // Channel-major v: the same, one channel at a time.
-  for (int64_t c = 0; c < o; ++c) {
-    auto Y = VectorMap<T>(y + c * p, p).array();
-    auto V = VectorMap<T>(v + c * v_channel_stride, p).array();
-    const auto E = ConstVectorMap<T>(eps.data() + c * p, p).array();
-    V += e0;
-    if (add_to_y)
-      Y += E * (V * V.rsqrt());
-    else
-      Y = E * (V * V.rsqrt()) + (bias ? bias[c] : T(0));
-    V = (T(0.5) * E) * V.rsqrt();
+    for (int64_t c = i0 / p; c * p < i1; ++c) {  // the runs of the channels the chunk meets
+      const int64_t j0 = std::max(i0, c * p), j1 = std::min(i1, (c + 1) * p);
+      lrt_epilogue_run(j1 - j0, eps + (j0 - i0), v + c * v_channel_stride + (j0 - c * p), y + j0,
+                       add_to_y, bias ? bias[c] : T(0), static_cast<const T*>(nullptr), e0);
+    }
   }
 }
 
