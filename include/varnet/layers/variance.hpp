@@ -63,22 +63,26 @@ struct ZeroMeanWeights {
   }
   // s2 = sigma^2 or exp(log sigma2)
   void variance(const T* p, T* s2, int64_t n) const {
-    const auto P = ops::ConstVectorMap<T>(p, n).array();
-    auto S = ops::VectorMap<T>(s2, n).array();
-    if (opt.param == VarianceParam::sigma)
-      S = P.square();
-    else
-      S = P.exp();
+    parallel_ranges(n, [&](int64_t b, int64_t e) {
+      const auto P = ops::ConstVectorMap<T>(p + b, e - b).array();
+      auto S = ops::VectorMap<T>(s2 + b, e - b).array();
+      if (opt.param == VarianceParam::sigma)
+        S = P.square();
+      else
+        S = P.exp();
+    });
   }
   // dp += ds2 * d sigma2 / dp
   void grad_from_variance(const T* p, const T* s2, const T* ds2, T* dp, int64_t n) const {
-    const auto P = ops::ConstVectorMap<T>(p, n).array();
-    const auto dS = ops::ConstVectorMap<T>(ds2, n).array();
-    auto dP = ops::VectorMap<T>(dp, n).array();
-    if (opt.param == VarianceParam::sigma)
-      dP += T(2) * P * dS;
-    else
-      dP += ops::ConstVectorMap<T>(s2, n).array() * dS;
+    parallel_ranges(n, [&](int64_t b, int64_t e) {
+      const auto P = ops::ConstVectorMap<T>(p + b, e - b).array();
+      const auto dS = ops::ConstVectorMap<T>(ds2 + b, e - b).array();
+      auto dP = ops::VectorMap<T>(dp + b, e - b).array();
+      if (opt.param == VarianceParam::sigma)
+        dP += T(2) * P * dS;
+      else
+        dP += ops::ConstVectorMap<T>(s2 + b, e - b).array() * dS;
+    });
   }
   // w = sd * xi with xi = +-1 (bernoulli) or U(-sqrt 3, sqrt 3) (uniform); element i of the
   // weight tensor takes word i of the layer's noise.
@@ -159,8 +163,10 @@ class VarianceLinear : public Layer<T> {
     if (w_.opt.dist == WeightDist::gaussian) {
       T *s2 = scratch, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
       w_.variance(p, s2, OI);
-      ops::VectorMap<T>(x2, n * in_).array() =
-          ops::ConstVectorMap<T>(x.data, n * in_).array().square();
+      parallel_ranges(n * in_, [&](int64_t b, int64_t e) {
+        ops::VectorMap<T>(x2 + b, e - b).array() =
+            ops::ConstVectorMap<T>(x.data + b, e - b).array().square();
+      });
       ops::matrix(v, n, out_).noalias() =
           ops::matrix(static_cast<const T*>(x2), n, in_) *
           ops::matrix(static_cast<const T*>(s2), out_, in_).transpose();
@@ -194,7 +200,10 @@ class VarianceLinear : public Layer<T> {
       if (dx.data) {  // dx = 2 x * (dL/dv . sigma2)
         auto DX = ops::matrix(dx.data, n, in_);
         DX.noalias() = dV * ops::matrix(static_cast<const T*>(s2), out_, in_);
-        DX.array() *= T(2) * ops::matrix(x.data, n, in_).array();
+        parallel_ranges(n * in_, [&](int64_t b, int64_t e) {
+          ops::VectorMap<T>(dx.data + b, e - b).array() *=
+              T(2) * ops::ConstVectorMap<T>(x.data + b, e - b).array();
+        });
       }
     } else {
       T *w = scratch, *xi = scratch + OI, *dw = scratch + 2 * OI;

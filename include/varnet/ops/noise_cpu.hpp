@@ -20,22 +20,21 @@ void fill_normal(const NoiseKey& key, uint64_t first, int64_t count, T* out) {
   if (count <= 0) return;
   const uint64_t end = first + static_cast<uint64_t>(count);
 #ifdef VARNET_NORMAL_AVX2
-  // Sixteen Philox blocks (64 elements) per step in registers (ops/normal_avx2.hpp); the steps
+  // Eight Philox blocks (32 elements) per step in registers (ops/normal_avx2.hpp); the steps
   // that the range covers only in part go through a buffer.
-  constexpr int kG = 1;  // two groups at once spill registers and run slower
-  for (uint64_t b = first >> 2; 4 * b < end; b += 8 * kG) {
-    __m256 z[4 * kG];
-    avx2::normals<kG>(key, b, z);
-    const uint64_t e0 = 4 * b, lo = std::max(first, e0), hi = std::min(end, e0 + 32 * kG);
+  for (uint64_t b = first >> 2; 4 * b < end; b += 8) {
+    __m256 z[4];
+    avx2::normals32(key, b, z);
+    const uint64_t e0 = 4 * b, lo = std::max(first, e0), hi = std::min(end, e0 + 32);
     T* dst = out + (lo - first);
     if constexpr (std::is_same_v<T, float>) {
-      if (lo == e0 && hi == e0 + 32 * kG) {
-        for (int k = 0; k < 4 * kG; ++k) _mm256_storeu_ps(dst + 8 * k, z[k]);
+      if (lo == e0 && hi == e0 + 32) {
+        for (int k = 0; k < 4; ++k) _mm256_storeu_ps(dst + 8 * k, z[k]);
         continue;
       }
     }
-    alignas(32) float zz[32 * kG];
-    for (int k = 0; k < 4 * kG; ++k) _mm256_store_ps(zz + 8 * k, z[k]);
+    alignas(32) float zz[32];
+    for (int k = 0; k < 4; ++k) _mm256_store_ps(zz + 8 * k, z[k]);
     std::copy(zz + (lo - e0), zz + (hi - e0), dst);
   }
 #else

@@ -1,6 +1,6 @@
-// Standard normals from the counter-based stream, 64 at a time in AVX2 registers.
+// Standard normals from the counter-based stream, 32 at a time in AVX2 registers.
 //
-// The same numbers as normal_at (core/random.hpp), to a few ulps: Philox4x32-10 words for eight
+// The same numbers as normal_at (core/random.hpp), to an ulp or two: Philox4x32-10 words for eight
 // consecutive blocks, the same uniform mapping, Box-Muller. What makes it cheap:
 // - Philox stays in registers (eight counters per instruction, bit-identical to the scalar one);
 // - log is the Cephes single-precision polynomial on the mantissa;
@@ -95,41 +95,34 @@ inline void box_muller(__m256i a, __m256i b, __m256& z0, __m256& z1) {
   z1 = _mm256_mul_ps(r, s);
 }
 
-// The normals of elements 4 block .. 4 block + 63 (Philox blocks block .. block + 15) in element
-// order: out[k] holds elements 4 block + 8k .. 4 block + 8k + 7.
-template <int G>
-inline void normals(const NoiseKey& key, uint64_t block, __m256 out[4 * G]) {
+// The normals of elements 4 block .. 4 block + 31 (Philox blocks block .. block + 7) in element
+// order: out[k] holds elements 4 block + 8k .. 4 block + 8k + 7. (Two such groups at once, for
+// more independent work in flight, spill registers and run slower.)
+inline void normals32(const NoiseKey& key, uint64_t block, __m256 out[4]) {
   const Philox4x32::Counter base = key.counter(block);
   const __m256i lo = _mm256_set1_epi32(static_cast<int>(base.v[0]));
+  const __m256i c0 = _mm256_add_epi32(lo, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  // block + i carries into the high word where the low word wrapped (unsigned c0 < lo)
   const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
-  __m256i c[G][4];
-  for (int g = 0; g < G; ++g) {
-    const __m256i c0 = _mm256_add_epi32(
-        lo, _mm256_add_epi32(_mm256_set1_epi32(8 * g), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-    // block + i carries into the high word where the low word wrapped (unsigned c0 < lo)
-    const __m256i wrapped =
-        _mm256_cmpgt_epi32(_mm256_xor_si256(lo, sign), _mm256_xor_si256(c0, sign));
-    c[g][0] = c0;
-    c[g][1] = _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(base.v[1])), wrapped);
-    c[g][2] = _mm256_set1_epi32(static_cast<int>(base.v[2]));
-    c[g][3] = _mm256_set1_epi32(static_cast<int>(base.v[3]));
-  }
-  Philox4x32::generate8(c, key.key());
-  for (int g = 0; g < G; ++g) {
-    // Lane i: elements 4(block + 8g + i) + {0, 1} from words 0, 1 and + {2, 3} from words 2, 3.
-    __m256 a0, a1, b0, b1;
-    box_muller(c[g][0], c[g][1], a0, a1);
-    box_muller(c[g][2], c[g][3], b0, b1);
-    // 4 x 8 -> 8 x 4: lane i's (a0, a1, b0, b1) become four consecutive elements.
-    const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
-    const __m256 t2 = _mm256_unpacklo_ps(b0, b1), t3 = _mm256_unpackhi_ps(b0, b1);
-    const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    out[4 * g + 0] = _mm256_permute2f128_ps(s0, s1, 0x20);
-    out[4 * g + 1] = _mm256_permute2f128_ps(s2, s3, 0x20);
-    out[4 * g + 2] = _mm256_permute2f128_ps(s0, s1, 0x31);
-    out[4 * g + 3] = _mm256_permute2f128_ps(s2, s3, 0x31);
-  }
+  const __m256i wrapped =
+      _mm256_cmpgt_epi32(_mm256_xor_si256(lo, sign), _mm256_xor_si256(c0, sign));
+  __m256i w[1][4] = {{c0, _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(base.v[1])), wrapped),
+                      _mm256_set1_epi32(static_cast<int>(base.v[2])),
+                      _mm256_set1_epi32(static_cast<int>(base.v[3]))}};
+  Philox4x32::generate8(w, key.key());
+  // Lane i: elements 4(block + i) + {0, 1} from words 0, 1 and + {2, 3} from words 2, 3.
+  __m256 a0, a1, b0, b1;
+  box_muller(w[0][0], w[0][1], a0, a1);
+  box_muller(w[0][2], w[0][3], b0, b1);
+  // 4 x 8 -> 8 x 4: lane i's (a0, a1, b0, b1) become four consecutive elements.
+  const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+  const __m256 t2 = _mm256_unpacklo_ps(b0, b1), t3 = _mm256_unpackhi_ps(b0, b1);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  out[0] = _mm256_permute2f128_ps(s0, s1, 0x20);
+  out[1] = _mm256_permute2f128_ps(s2, s3, 0x20);
+  out[2] = _mm256_permute2f128_ps(s0, s1, 0x31);
+  out[3] = _mm256_permute2f128_ps(s2, s3, 0x31);
 }
 
 }  // namespace varnet::ops::avx2
