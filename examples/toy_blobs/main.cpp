@@ -49,6 +49,7 @@ const char* kHelp =
   --seed S             seed of data, initialisation and noise [0]
   --csv PATH           activation samples as CSV [docs/toy_blobs.csv]
   --png PATH           scatter plot of the activation samples [docs/toy_blobs.png]
+  --overwrite          allow replacing existing files at --csv and --png
   --help               this text
 
 The network: 2 -> Linear(H) -> ReLU -> Linear(H) -> ReLU -> VarianceLinear(2, Gaussian, no bias)
@@ -67,7 +68,7 @@ Config parse(int argc, char** argv) {
       argc, argv,
       {"--points", "--hidden", "--epochs", "--batch", "--lr", "--train-samples", "--samples",
        "--act-samples", "--seed", "--csv", "--png"},
-      {"--help"});
+      {"--help", "--overwrite"});
   if (a.has("--help")) {
     std::cout << kHelp;
     std::exit(0);
@@ -86,8 +87,12 @@ Config parse(int argc, char** argv) {
   c.png = a.get("--png", "docs/toy_blobs.png");
   for (const std::string* p : {&c.csv, &c.png}) {  // fail now, not after training
     const std::filesystem::path path(*p), dir = path.has_parent_path() ? path.parent_path() : ".";
-    varnet::check(std::filesystem::is_directory(dir), *p == c.csv ? "--csv" : "--png",
-                  "a path in an existing directory", "'" + *p + "'");
+    const char* flag = *p == c.csv ? "--csv" : "--png";
+    varnet::check(std::filesystem::is_directory(dir), flag, "a path in an existing directory",
+                  "'" + *p + "'");
+    varnet::check(a.has("--overwrite") || !std::filesystem::exists(path), flag,
+                  "a path that does not exist yet (or --overwrite)",
+                  "an existing file '" + *p + "'");
   }
   varnet::check(c.batch <= 4 * c.points, "--batch",
                 str("at most the training set size ", 4 * c.points), c.batch);
