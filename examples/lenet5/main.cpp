@@ -5,7 +5,6 @@
 // Steps: parse and check the arguments; read the four IDX files; build LeNet-5 with the chosen
 // weight layers as variance layers; train with Adam and a linearly decaying learning rate,
 // printing a line per epoch; evaluate mean propagation and ensembles; print a JSON line last.
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -15,12 +14,12 @@
 #include "../common/cli.hpp"
 #include "../common/report.hpp"
 #include "../common/resumable.hpp"
+#include "../common/run_loop.hpp"
 #include "../common/training.hpp"
 #include "varnet/varnet.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using varnet::str;
 using varnet::examples::json_list;
 using varnet::examples::weight_json;
@@ -194,10 +193,6 @@ int run(const Config& c) {
   const int64_t steps_per_epoch = in.n / c.batch;  // the last partial batch is dropped
   const varnet::LinearDecay lr{c.lr, steps_per_epoch * c.epochs};
   const varnet::KlWarmup beta{c.kl_beta, int64_t(c.kl_warmup * double(steps_per_epoch))};
-  const bool has_kl = net.kl() > 0;  // variational and sparse variational dropout
-  varnet::Tensor<T> x;
-  std::vector<int32_t> y;
-  double train_seconds = 0;
 
   // Checkpoints. All noise is keyed by the step counter and the data order by the epoch, so the
   // step, the epoch and the step within it are the whole state of the run besides its tensors.
@@ -223,70 +218,22 @@ int run(const Config& c) {
   if (!c.resume.empty())
     start = varnet::examples::resume_run(c.resume, net, adam, trainer, run_config, uint64_t(c.seed),
                                          c.epochs, steps_per_epoch);
-  const int64_t start_epoch = start.epoch, start_step = start.step;
   const uint32_t first_step = trainer.steps();
-  const auto checkpoint = [&](int64_t e, int64_t done, double loss, int64_t correct) {
-    varnet::examples::save_run(c.checkpoint, net, adam, trainer, run_config, uint64_t(c.seed),
-                               steps_per_epoch, e, done, loss, correct);
-  };
-  for (int64_t e = start_epoch; e < c.epochs; ++e) {
-    const auto order = varnet::data::shuffled_order(in.n, uint64_t(c.seed), uint32_t(e));
-    const auto t0 = Clock::now();
-    double loss = 0, kl = 0;
-    int64_t correct = 0;
-    if (e == start_epoch) loss = start.loss, correct = start.correct;
-    for (int64_t s = e == start_epoch ? start_step : 0; s < steps_per_epoch; ++s) {
-      varnet::data::gather_batch(d.train, order, s * c.batch, c.batch, x, y);
-      if (has_kl) trainer.set_kl_weight(beta.at(trainer.steps()) / double(in.n));
-      const varnet::LossResult r = trainer.step(x.view(), y.data(), lr.at(trainer.steps()));
-      loss += r.loss;
-      correct += r.correct;
-      if (c.checkpoint_every > 0 && trainer.steps() % uint64_t(c.checkpoint_every) == 0)
-        checkpoint(e, s + 1, loss, correct);
-      kl = r.kl;
-    }
-    const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
-    train_seconds += sec;
-    std::printf("epoch %lld/%lld  loss %.4f  train acc %.4f  %.0f img/s  (%.1f s)",
-                (long long)e + 1, (long long)c.epochs, loss / double(steps_per_epoch),
-                double(correct) / double(steps_per_epoch * c.batch),
-                double(steps_per_epoch * c.batch) / sec, sec);
-    if (has_kl)
-      std::printf("  kl %.1f (weight %.3g)  compression %.2f", kl, beta.at(trainer.steps()),
-                  varnet::weight_report(net, c.threshold).compression());
-    std::printf("\n");
-    std::fflush(stdout);
-  }
-  if (!c.checkpoint.empty()) checkpoint(c.epochs, 0, 0, 0);
+  varnet::examples::LoopSettings loop;
+  loop.epochs = c.epochs;
+  loop.batch = c.batch;
+  loop.seed = uint64_t(c.seed);
+  loop.checkpoint = c.checkpoint;
+  loop.checkpoint_every = c.checkpoint_every;
+  loop.threshold = c.threshold;
+  const double train_seconds = varnet::examples::train_resumable(
+      net, adam, trainer, d.train, run_config, start, loop, lr, beta,
+      [](varnet::Tensor<T>&, const std::vector<int64_t>&, int64_t, uint32_t) {});
   const double img_per_s =
       train_seconds > 0 ? double((trainer.steps() - first_step) * c.batch) / train_seconds : 0;
 
-  // Evaluation: mean propagation, ensembles of each size, and 10 samples with batch statistics.
-  std::string json = "{";
-  const auto evaluate = [&](const std::string& label, int k, varnet::PredictMode mode,
-                            bool batch_stats) {
-    varnet::EnsembleOptions o;
-    o.samples = k;
-    o.mode = mode;
-    o.batch_stats = batch_stats;
-    o.batch = c.eval_batch;
-    o.seed = uint64_t(c.seed);
-    const auto t0 = Clock::now();
-    const varnet::EnsembleResult r = varnet::evaluate_ensemble(net, d.test, o);
-    std::printf("test %-32s acc %.4f  nll %.4f  (%.1f s)\n", label.c_str(), r.accuracy, r.nll,
-                std::chrono::duration<double>(Clock::now() - t0).count());
-    std::fflush(stdout);
-    return r;
-  };
-  const auto mean = evaluate("mean propagation", 1, varnet::PredictMode::mean, false);
-  json += str("\"test_acc_mean\":", mean.accuracy, ",\"test_nll_mean\":", mean.nll);
-  for (int64_t k : c.samples) {
-    const auto r = evaluate(str("ensemble of ", k), int(k), varnet::PredictMode::sample, false);
-    json += str(",\"test_acc_", k, "\":", r.accuracy, ",\"test_nll_", k, "\":", r.nll);
-  }
-  const auto bs =
-      evaluate("ensemble of 10, batch statistics", 10, varnet::PredictMode::sample, true);
-  json += str(",\"test_acc_10_batchstats\":", bs.accuracy, ",\"test_nll_10_batchstats\":", bs.nll);
+  std::string json = "{" + varnet::examples::evaluate_report(net, d.test, c.samples, c.eval_batch,
+                                                             uint64_t(c.seed));
   json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs);
   json += str(",\"var_layers\":", json_list(c.var_layers), ",\"dist\":\"", c.dist,
               "\",\"param\":\"", c.param, "\",\"train_samples\":", c.train_samples,

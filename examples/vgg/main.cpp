@@ -9,7 +9,6 @@
 // stochastic; train with Adam (beta1 0.95 as the CIFAR reference) and a linearly decaying learning
 // rate on per-image augmented batches, printing a line per epoch; evaluate mean propagation and
 // ensembles; print a JSON line last.
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -21,12 +20,12 @@
 #include "../common/lenet_run.hpp"
 #include "../common/report.hpp"
 #include "../common/resumable.hpp"
+#include "../common/run_loop.hpp"
 #include "../common/training.hpp"
 #include "varnet/varnet.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using varnet::str;
 using varnet::examples::json_list;
 
@@ -245,12 +244,8 @@ int run(const Config& c) {
   const int64_t steps_per_epoch = in.n / c.batch;  // the last partial batch is dropped
   const varnet::LinearDecay lr{c.lr, steps_per_epoch * c.epochs};
   const varnet::KlWarmup beta{c.kl_beta, int64_t(c.kl_warmup * double(steps_per_epoch))};
-  const bool has_kl = net.kl() > 0;  // variational and sparse variational dropout
   varnet::data::AugmentOptions aug;
   aug.seed = uint64_t(c.seed);
-  varnet::Tensor<T> x;
-  std::vector<int32_t> y;
-  double train_seconds = 0;
 
   // Checkpoints. Noise is keyed by the step counter, the data order and the augmentation by the
   // epoch, so the step, the epoch and the step within it are the run's whole state besides its
@@ -280,71 +275,24 @@ int run(const Config& c) {
   if (!c.resume.empty())
     start = varnet::examples::resume_run(c.resume, net, adam, trainer, run_config, uint64_t(c.seed),
                                          c.epochs, steps_per_epoch);
-  const int64_t start_epoch = start.epoch, start_step = start.step;
   const uint32_t first_step = trainer.steps();
-  const auto checkpoint = [&](int64_t e, int64_t done, double loss, int64_t correct) {
-    varnet::examples::save_run(c.checkpoint, net, adam, trainer, run_config, uint64_t(c.seed),
-                               steps_per_epoch, e, done, loss, correct);
-  };
-  for (int64_t e = start_epoch; e < c.epochs; ++e) {
-    const auto order = varnet::data::shuffled_order(in.n, uint64_t(c.seed), uint32_t(e));
-    const auto t0 = Clock::now();
-    double loss = 0, kl = 0;
-    int64_t correct = 0;
-    if (e == start_epoch) loss = start.loss, correct = start.correct;
-    for (int64_t s = e == start_epoch ? start_step : 0; s < steps_per_epoch; ++s) {
-      varnet::data::gather_batch(d.train, order, s * c.batch, c.batch, x, y);
-      if (c.augment) varnet::data::augment_batch(x.view(), order, s * c.batch, aug, uint32_t(e));
-      if (has_kl) trainer.set_kl_weight(beta.at(trainer.steps()) / double(in.n));
-      const varnet::LossResult r = trainer.step(x.view(), y.data(), lr.at(trainer.steps()));
-      loss += r.loss;
-      correct += r.correct;
-      if (c.checkpoint_every > 0 && trainer.steps() % uint64_t(c.checkpoint_every) == 0)
-        checkpoint(e, s + 1, loss, correct);
-      kl = r.kl;
-    }
-    const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
-    train_seconds += sec;
-    std::printf("epoch %lld/%lld  loss %.4f  train acc %.4f  %.0f img/s  (%.1f s)",
-                (long long)e + 1, (long long)c.epochs, loss / double(steps_per_epoch),
-                double(correct) / double(steps_per_epoch * c.batch),
-                double(steps_per_epoch * c.batch) / sec, sec);
-    if (has_kl)
-      std::printf("  kl %.1f (weight %.3g)  compression %.2f", kl, beta.at(trainer.steps()),
-                  varnet::weight_report(net, c.threshold).compression());
-    std::printf("\n");
-    std::fflush(stdout);
-  }
-  if (!c.checkpoint.empty()) checkpoint(c.epochs, 0, 0, 0);
+  varnet::examples::LoopSettings loop;
+  loop.epochs = c.epochs;
+  loop.batch = c.batch;
+  loop.seed = uint64_t(c.seed);
+  loop.checkpoint = c.checkpoint;
+  loop.checkpoint_every = c.checkpoint_every;
+  loop.threshold = c.threshold;
+  const double train_seconds = varnet::examples::train_resumable(
+      net, adam, trainer, d.train, run_config, start, loop, lr, beta,
+      [&](varnet::Tensor<T>& x, const std::vector<int64_t>& order, int64_t first, uint32_t epoch) {
+        if (c.augment) varnet::data::augment_batch(x.view(), order, first, aug, epoch);
+      });
   const double img_per_s =
       train_seconds > 0 ? double((trainer.steps() - first_step) * c.batch) / train_seconds : 0;
 
-  // Evaluation: mean propagation, ensembles of each size, and 10 samples with batch statistics.
-  std::string json = "{";
-  const auto evaluate = [&](const std::string& label, int k, varnet::PredictMode mode,
-                            bool batch_stats) {
-    varnet::EnsembleOptions o;
-    o.samples = k;
-    o.mode = mode;
-    o.batch_stats = batch_stats;
-    o.batch = c.eval_batch;
-    o.seed = uint64_t(c.seed);
-    const auto t0 = Clock::now();
-    const varnet::EnsembleResult r = varnet::evaluate_ensemble(net, d.test, o);
-    std::printf("test %-32s acc %.4f  nll %.4f  (%.1f s)\n", label.c_str(), r.accuracy, r.nll,
-                std::chrono::duration<double>(Clock::now() - t0).count());
-    std::fflush(stdout);
-    return r;
-  };
-  const auto mean = evaluate("mean propagation", 1, varnet::PredictMode::mean, false);
-  json += str("\"test_acc_mean\":", mean.accuracy, ",\"test_nll_mean\":", mean.nll);
-  for (int64_t k : c.samples) {
-    const auto r = evaluate(str("ensemble of ", k), int(k), varnet::PredictMode::sample, false);
-    json += str(",\"test_acc_", k, "\":", r.accuracy, ",\"test_nll_", k, "\":", r.nll);
-  }
-  const auto bs =
-      evaluate("ensemble of 10, batch statistics", 10, varnet::PredictMode::sample, true);
-  json += str(",\"test_acc_10_batchstats\":", bs.accuracy, ",\"test_nll_10_batchstats\":", bs.nll);
+  std::string json = "{" + varnet::examples::evaluate_report(net, d.test, c.samples, c.eval_batch,
+                                                             uint64_t(c.seed));
   json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs);
   json += str(",\"model\":\"vgg\",\"width\":", c.width, ",\"data\":\"", d.format,
               "\",\"classes\":", classes, ",\"augment\":", c.augment ? "true" : "false",
