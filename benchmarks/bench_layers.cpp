@@ -3,7 +3,9 @@
 //     its deterministic twin (Conv2d / Linear of the same shape);
 //   - the whole LeNet-5 training step (forward, backward, Adam) at batch 128, deterministic, with
 //     variance layer 1 (examples/lenet5's default) and with variance layers 1-3;
-//   - a square GEMM doing the step's multiply-adds, the machine's ceiling for that work.
+//   - a square GEMM doing the step's multiply-adds, the machine's ceiling for that work;
+//   - the LRT noise of LeNet-5's conv1 alone (one normal per output, drawn as the layer draws
+//     it): the floor under what a variance conv1 can cost beyond its twin.
 // After the runs a summary prints each layer's cost relative to its twin, and each step's
 // images/s and GFLOP/s against the GEMM's; scripts/bench-cpu.sh reads its "varnet" lines.
 //   build-bench/benchmarks/bench_layers [Google Benchmark flags, e.g. --benchmark_filter=LeNet]
@@ -131,6 +133,25 @@ void gemm_same_work(benchmark::State& state) {
       2.0 * double(n * n * n) * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
 }
 
+// The normals a variance conv1 draws in one step (batch 128 x 20 channels x 24 x 24), per sample
+// in parallel as VarianceConv2d::forward does: the cost no faster GEMM or epilogue can remove.
+void conv1_noise(benchmark::State& state) {
+  constexpr int64_t per_sample = 20 * 24 * 24;
+  std::vector<float> eps(size_t(kBatch * per_sample));
+  uint32_t step = 0;
+  for (auto _ : state) {
+    const NoiseKey key{1, 1, step++, 0};
+    parallel_for(
+        kBatch,
+        [&](int64_t b) {
+          ops::fill_normal(key, uint64_t(b * per_sample), per_sample, eps.data() + b * per_sample);
+        },
+        per_sample);
+    benchmark::DoNotOptimize(eps.data());
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch * per_sample);
+}
+
 struct StepConfig {
   const char* name;
   std::vector<int> variance_layers;
@@ -179,6 +200,12 @@ void print_summary(const Collector& c) {
     }
     std::printf("\n");
   }
+  const auto noise = c.seconds.find("noise/lenet_conv1");
+  const auto conv1 = c.seconds.find("layer/lenet_conv1/deterministic");
+  if (noise != c.seconds.end() && conv1 != c.seconds.end())
+    std::printf("  conv1's LRT noise alone (%lld normals) %8.3f ms = %.2fx of its twin\n",
+                static_cast<long long>(kBatch * 20 * 24 * 24), noise->second * 1e3,
+                noise->second / conv1->second);
   const auto gemm = c.gflops.find("gemm_same_work");
   std::printf("\nLeNet-5 training step, batch %lld (%.1f MFLOP per image):\n",
               static_cast<long long>(kBatch), lenet_flops_per_image() * 1e-6);
@@ -214,6 +241,9 @@ int main(int argc, char** argv) {
                                  [s](benchmark::State& st) { lenet_step(st, s.variance_layers); })
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
+  benchmark::RegisterBenchmark("noise/lenet_conv1", conv1_noise)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("gemm_same_work", gemm_same_work)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
