@@ -12,6 +12,7 @@
 #include "varnet/cuda/gemm.hpp"
 #include "varnet/cuda/handle.hpp"
 #include "varnet/cuda/launch.hpp"
+#include "varnet/cuda/layers.hpp"
 #include "varnet/cuda/ops.hpp"
 #include "varnet/cuda/optimizer.hpp"
 #include "varnet/cuda/variance_layers.hpp"

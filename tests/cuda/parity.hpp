@@ -83,6 +83,17 @@ std::string compare(const std::vector<A>& got, const std::vector<B>& want, doubl
   return head.str() + os.str();
 }
 
+// Relative tolerance for float results that are sums of `length` terms, summed in a different
+// order on each backend (cuBLAS tiles, tree reductions and double accumulators on the GPU;
+// Eigen's vector lanes and sample groups on the CPU): 4 float ulps (FLT_EPSILON) per term, and
+// at least 1e-5 (84 ulps) so that the last roundings (adding a bias, accumulating into a
+// gradient, fused or separate multiply-adds) are covered when the sum is short. Use it with
+// compare()'s floor, which judges entries that cancel towards zero against the tensor's
+// magnitude.
+inline double sum_rtol(int64_t length) {
+  return std::max(1e-5, 4.0 * double(std::max<int64_t>(length, 1)) * 1.1920928955078125e-7);
+}
+
 }  // namespace varnet::test
 
 // CHECKs that `got` matches `want` (std::vectors) within `rtol` (see varnet::test::compare).

@@ -9,6 +9,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -18,12 +19,15 @@
 #include "varnet/ops/lrt.hpp"
 
 #include "kernels/adam.cuh"
+#include "kernels/batchnorm.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/im2col.cuh"
 #include "kernels/lrt.cuh"
+#include "kernels/pool.cuh"
 #include "kernels/softmax_xent.cuh"
 #include "varnet/core/error.hpp"
 #include "varnet/core/random.hpp"
+#include "varnet/core/tensor.hpp"
 #include "varnet/cuda/check.hpp"
 #include "varnet/cuda/device_buffer.hpp"
 #include "varnet/cuda/handle.hpp"
@@ -265,6 +269,107 @@ LossResult softmax_xent_result(GpuContext& ctx, int64_t n, const T* row_loss,
   }
   if (n > 0) r.loss /= double(n);
   return r;
+}
+
+// ---- max pooling (kernels/pool.cuh) ----
+
+// The pooling geometry for x `in` (N, C, H, W), k x k windows, stride s, no padding; throws
+// unless the window fits (MaxPool2d::output_shape).
+inline kernels::PoolShape pool_shape(const Shape& in, int64_t k, int64_t s) {
+  check(k > 0 && s > 0 && in.n >= 0 && in.c > 0 && in.h >= k && in.w >= k, "cuda max pooling",
+        str("a positive kernel and stride, an input of at least ", k, "x", k), "input ", in,
+        ", kernel ", k, ", stride ", s);
+  kernels::PoolShape p;
+  p.planes = in.n * in.c;
+  p.in_h = in.h;
+  p.in_w = in.w;
+  p.out_h = (in.h - k) / s + 1;
+  p.out_w = (in.w - k) / s + 1;
+  p.k = k;
+  p.stride = s;
+  return p;
+}
+
+// y (N, C, OH, OW) = the first maximum of each k x k window (stride s) of x (N, C, H, W).
+template <class T>
+void max_pool_forward(GpuContext& ctx, const Shape& in, int64_t k, int64_t s, const T* x, T* y) {
+  const kernels::PoolShape p = pool_shape(in, k, s);
+  const int64_t total = p.planes * p.out_plane(), x_size = p.planes * p.in_plane();
+  if (total == 0) return;
+  if (fits_int32(x_size))  // x is the larger tensor: indices into either fit
+    kernels::max_pool_forward_kernel<T, int32_t>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, p, y);
+  else
+    kernels::max_pool_forward_kernel<T, int64_t>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, p, y);
+  VARNET_CUDA_CHECK_LAUNCH("max_pool_forward_kernel");
+}
+
+// dx (N, C, H, W) = dy routed to each window's first maximum, summed where windows overlap,
+// 0 elsewhere. Overwrites dx.
+template <class T>
+void max_pool_backward(GpuContext& ctx, const Shape& in, int64_t k, int64_t s, const T* x,
+                       const T* dy, T* dx) {
+  const kernels::PoolShape p = pool_shape(in, k, s);
+  const int64_t total = p.planes * p.in_plane();
+  if (total == 0) return;
+  if (fits_int32(total))
+    kernels::max_pool_backward_kernel<T, int32_t>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, dy, p, dx);
+  else
+    kernels::max_pool_backward_kernel<T, int64_t>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, dy, p, dx);
+  VARNET_CUDA_CHECK_LAUNCH("max_pool_backward_kernel");
+}
+
+// ---- batch norm (kernels/batchnorm.cuh) ----
+
+// x (N, C, P) as the batch-norm kernels see it: P = H W (1 for dense inputs (N, C)).
+inline kernels::BatchNormShape batch_norm_shape(const Shape& in) {
+  check(in.n >= 0 && in.c > 0 && in.h > 0 && in.w > 0, "cuda batch norm",
+        "an input (N >= 0, C > 0, H > 0, W > 0)", in);
+  kernels::BatchNormShape s;
+  s.n = in.n;
+  s.c = in.c;
+  s.p = in.plane();
+  return s;
+}
+
+inline unsigned batch_norm_blocks(int64_t channels) {
+  return static_cast<unsigned>(std::min<int64_t>(channels, 65535));
+}
+
+// y = gamma (x - mean) / sqrt(var + eps) + beta per channel, with batch statistics (a.batch;
+// more than one value per channel needed) or the running ones; writes a.used_mean and
+// a.inv_std (C each) for backward and, with a.update_running, the running estimates.
+template <class T>
+void batch_norm_forward(GpuContext& ctx, const Shape& in, const T* x,
+                        const kernels::BatchNormForwardArgs<T>& a, T* y) {
+  const kernels::BatchNormShape s = batch_norm_shape(in);
+  check(!a.batch || s.count() > 1, "cuda::batch_norm_forward",
+        "more than one value per channel to compute batch statistics", "input of shape ", in);
+  check(!a.update_running || a.batch, "cuda::batch_norm_forward",
+        "running estimates updated only from batch statistics", "an update without them");
+  check(a.gamma && a.beta && a.used_mean && a.inv_std &&
+            ((a.batch && !a.update_running) || (a.running_mean && a.running_var)),
+        "cuda::batch_norm_forward", "gamma, beta, used_mean, inv_std (and running statistics)",
+        "a null pointer");
+  kernels::batch_norm_forward_kernel<T>
+      <<<batch_norm_blocks(s.c), kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, s, a, y);
+  VARNET_CUDA_CHECK_LAUNCH("batch_norm_forward_kernel");
+}
+
+// dgamma += sum dy xhat, dbeta += sum dy per channel; dx (N, C, P) overwritten (skipped when
+// null) with the gradient through the statistics forward used (a.batch as in forward).
+template <class T>
+void batch_norm_backward(GpuContext& ctx, const Shape& in, const T* x, const T* dy,
+                         const kernels::BatchNormBackwardArgs<T>& a, T* dx) {
+  const kernels::BatchNormShape s = batch_norm_shape(in);
+  check(a.gamma && a.used_mean && a.inv_std && a.dgamma && a.dbeta, "cuda::batch_norm_backward",
+        "gamma, used_mean, inv_std, dgamma and dbeta", "a null pointer");
+  kernels::batch_norm_backward_kernel<T>
+      <<<batch_norm_blocks(s.c), kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, dy, s, a, dx);
+  VARNET_CUDA_CHECK_LAUNCH("batch_norm_backward_kernel");
 }
 
 }  // namespace varnet::cuda
