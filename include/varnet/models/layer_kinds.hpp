@@ -9,7 +9,9 @@
 //   deterministic  the plain layer
 #pragma once
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "varnet/layers/conv2d.hpp"
 #include "varnet/layers/dropout.hpp"
@@ -52,6 +54,35 @@ struct StochasticOptions {
   VarianceOptions variance;  // variance layers
   DropoutOptions dropout;    // gdo, vdo, svdo (alpha, initial values, pruning threshold)
   double dropout_p = 0.5;    // binary dropout's drop probability
+};
+
+// What every model's config says about its layers: the kind of its stochastic layers, their
+// options, optional per-layer kinds and the number of classes. A model's config adds the list of
+// its weight layers (numbered from 1) that are stochastic.
+struct LayerChoice {
+  LayerKind kind = LayerKind::variance;  // the kind of the listed layers; the others: deterministic
+  VarianceOptions variance;              // variance layers' distribution and parameterization
+  DropoutOptions dropout;                // gdo, vdo, svdo options
+  double dropout_p = 0.5;                // binary dropout's drop probability
+  std::vector<LayerKind> kinds;          // per-layer kinds (one per weight layer), overriding both
+  int64_t classes = 10;
+
+  StochasticOptions stochastic_options() const { return {variance, dropout, dropout_p}; }
+
+  // The kind of weight layer `layer` when `listed` are the stochastic ones.
+  LayerKind kind_in(int layer, const std::vector<int>& listed) const {
+    if (!kinds.empty()) return kinds[size_t(layer - 1)];
+    return std::find(listed.begin(), listed.end(), layer) != listed.end()
+               ? kind
+               : LayerKind::deterministic;
+  }
+  // `listed` within 1..count and `kinds` empty or one per weight layer; `model` names the error.
+  void check_layers(const char* model, const std::vector<int>& listed, int count) const {
+    for (int l : listed)
+      check(l >= 1 && l <= count, model, str("stochastic layer numbers in 1-", count), l);
+    check(kinds.empty() || kinds.size() == size_t(count), model,
+          str("no per-layer kinds, or ", count), kinds.size());
+  }
 };
 
 // Appends a dense layer of the given kind called `name` (a binary dropout layer goes in front,

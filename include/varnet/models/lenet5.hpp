@@ -20,32 +20,16 @@
 
 namespace varnet {
 
-struct LeNet5Config {
+struct LeNet5Config : LayerChoice {
   std::vector<int> variance_layers = {1};  // which of the weight layers 1-4 are stochastic
-  LayerKind kind = LayerKind::variance;    // the kind of those layers; the others: deterministic
-  VarianceOptions variance;                // variance layers' distribution and parameterization
-  DropoutOptions dropout;                  // gdo, vdo, svdo options
-  double dropout_p = 0.5;                  // binary dropout's drop probability
-  // Per-layer kinds (4 entries) overriding variance_layers and kind, for mixed networks.
-  std::vector<LayerKind> kinds;
-  int64_t classes = 10;
-
-  LayerKind kind_of(int layer) const {
-    if (!kinds.empty()) return kinds[size_t(layer - 1)];
-    return std::find(variance_layers.begin(), variance_layers.end(), layer) != variance_layers.end()
-               ? kind
-               : LayerKind::deterministic;
-  }
+  LayerKind kind_of(int layer) const { return kind_in(layer, variance_layers); }
 };
 
 // Builds (and initialises) LeNet-5 for inputs of one sample's shape `input` (C, H, W).
 template <class T>
 Network<T> make_lenet5(const LeNet5Config& cfg, Shape input, uint64_t seed) {
-  for (int l : cfg.variance_layers)
-    check(l >= 1 && l <= 4, "LeNet-5", "stochastic layer numbers in 1-4", l);
-  check(cfg.kinds.empty() || cfg.kinds.size() == 4, "LeNet-5", "no per-layer kinds, or 4",
-        cfg.kinds.size());
-  const StochasticOptions so{cfg.variance, cfg.dropout, cfg.dropout_p};
+  cfg.check_layers("LeNet-5", cfg.variance_layers, 4);
+  const StochasticOptions so = cfg.stochastic_options();
   check(input.h >= 16 && input.w >= 16, "LeNet-5", "inputs of at least 16x16 pixels", input.h, "x",
         input.w);
   const ConvOptions conv{5, 1, 0, false};

@@ -27,24 +27,10 @@ namespace varnet {
 
 constexpr int kVggWeightLayers = 15;
 
-struct VggConfig {
+struct VggConfig : LayerChoice {
   double width = 1.0;                                     // multiplier of every width
   std::vector<int> stochastic_layers = {11, 12, 13, 14};  // weight layers 1-15 made stochastic
-  LayerKind kind = LayerKind::variance;  // the kind of those layers; the others: deterministic
-  VarianceOptions variance;              // variance layers' distribution and parameterization
-  DropoutOptions dropout;                // gdo, vdo, svdo options
-  double dropout_p = 0.5;                // binary dropout's drop probability
-  // Per-layer kinds (15 entries) overriding stochastic_layers and kind, for mixed networks.
-  std::vector<LayerKind> kinds;
-  int64_t classes = 10;
-
-  LayerKind kind_of(int layer) const {
-    if (!kinds.empty()) return kinds[size_t(layer - 1)];
-    return std::find(stochastic_layers.begin(), stochastic_layers.end(), layer) !=
-                   stochastic_layers.end()
-               ? kind
-               : LayerKind::deterministic;
-  }
+  LayerKind kind_of(int layer) const { return kind_in(layer, stochastic_layers); }
 };
 
 // The 13 convolution widths and the hidden fc width at a multiplier, each at least 1.
@@ -60,14 +46,11 @@ inline std::vector<int64_t> vgg_widths(double width) {
 template <class T>
 Network<T> make_vgg(const VggConfig& cfg, Shape input, uint64_t seed) {
   check(cfg.width > 0 && cfg.width <= 16, "VGG", "a width multiplier in (0, 16]", cfg.width);
-  for (int l : cfg.stochastic_layers)
-    check(l >= 1 && l <= kVggWeightLayers, "VGG", "stochastic layer numbers in 1-15", l);
-  check(cfg.kinds.empty() || cfg.kinds.size() == size_t(kVggWeightLayers), "VGG",
-        "no per-layer kinds, or 15", cfg.kinds.size());
+  cfg.check_layers("VGG", cfg.stochastic_layers, kVggWeightLayers);
   check(input.h >= 32 && input.w >= 32, "VGG", "inputs of at least 32x32 pixels", input.h, "x",
         input.w);
   check(cfg.classes >= 2, "VGG", "at least 2 classes", cfg.classes);
-  const StochasticOptions so{cfg.variance, cfg.dropout, cfg.dropout_p};
+  const StochasticOptions so = cfg.stochastic_options();
   const std::vector<int64_t> widths = vgg_widths(cfg.width);
   // A pool follows these convolutions (1-based).
   const auto pooled = [](int l) { return l == 2 || l == 4 || l == 7 || l == 10 || l == 13; };
