@@ -89,8 +89,8 @@ struct Philox4x32 {
   // 8g .. 8g + 7, one per 32-bit lane. _mm256_mul_epu32 multiplies the even lanes only, giving
   // 64-bit products whose halves are a round's hi and lo words; so the rounds run on the even
   // lanes and, shifted down, the odd lanes as two separate states whose upper halves are never
-  // read, and the lanes are put back together once at the end. Several groups at once give the
-  // processor independent multiply chains to overlap.
+  // read, and the lanes are put back together once at the end. (G = 2 gives the processor more
+  // independent chains, but with Box-Muller after it spills AVX2's 16 registers: the fill uses 1.)
   template <int G>
   static void generate8(__m256i (&c)[G][4], Key k) {
     const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kMul0));
