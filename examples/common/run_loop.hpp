@@ -26,6 +26,19 @@ struct LoopSettings {
   double threshold = 3;          // log alpha above which a weight counts as pruned (progress line)
 };
 
+// The settings from an example's parsed flags (lenet5's and vgg's Config have these fields).
+template <class Config>
+LoopSettings loop_settings(const Config& c) {
+  LoopSettings s;
+  s.epochs = c.epochs;
+  s.batch = c.batch;
+  s.seed = uint64_t(c.seed);
+  s.checkpoint = c.checkpoint;
+  s.checkpoint_every = c.checkpoint_every;
+  s.threshold = c.threshold;
+  return s;
+}
+
 // Trains epochs [start.epoch, s.epochs) from step start.step, in the order shuffled_order(n,
 // seed, epoch), the last partial batch dropped; `prepare(x, order, first, epoch)` may change a
 // gathered batch (augmentation). The learning rate and the KL weight (beta / N, when the network

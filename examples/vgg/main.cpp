@@ -276,15 +276,8 @@ int run(const Config& c) {
     start = varnet::examples::resume_run(c.resume, net, adam, trainer, run_config, uint64_t(c.seed),
                                          c.epochs, steps_per_epoch);
   const uint32_t first_step = trainer.steps();
-  varnet::examples::LoopSettings loop;
-  loop.epochs = c.epochs;
-  loop.batch = c.batch;
-  loop.seed = uint64_t(c.seed);
-  loop.checkpoint = c.checkpoint;
-  loop.checkpoint_every = c.checkpoint_every;
-  loop.threshold = c.threshold;
   const double train_seconds = varnet::examples::train_resumable(
-      net, adam, trainer, d.train, run_config, start, loop, lr, beta,
+      net, adam, trainer, d.train, run_config, start, varnet::examples::loop_settings(c), lr, beta,
       [&](varnet::Tensor<T>& x, const std::vector<int64_t>& order, int64_t first, uint32_t epoch) {
         if (c.augment) varnet::data::augment_batch(x.view(), order, first, aug, epoch);
       });

@@ -12,6 +12,7 @@
 
 #include "catch.hpp"
 #include "varnet/cuda.hpp"
+#include "varnet/nn/network.hpp"
 
 namespace varnet::test {
 
@@ -92,6 +93,29 @@ std::string compare(const std::vector<A>& got, const std::vector<B>& want, doubl
 // magnitude.
 inline double sum_rtol(int64_t length) {
   return std::max(1e-5, 4.0 * double(std::max<int64_t>(length, 1)) * 1.1920928955078125e-7);
+}
+
+// A CPU network's results on one forward and backward: output, parameter gradients, input
+// gradient, state (batch norm's running statistics) after the step.
+struct CpuRun {
+  std::vector<float> y, grads, dx, state;
+};
+
+// Runs the CPU network's forward and backward on x (shape `in`); the gradient buffer starts at
+// `grads0` (its size, or empty when the network has no parameters).
+inline CpuRun run_cpu(varnet::Network<float>& net, const std::vector<float>& x, varnet::Shape in,
+                      const std::vector<float>& dy, const std::vector<float>& grads0,
+                      const varnet::Context& ctx) {
+  CpuRun r;
+  net.grads().assign(grads0.begin(), grads0.end());  // same size: the buffer stays put
+  const varnet::ConstView<float> y = net.forward(varnet::ConstView<float>(x.data(), in), ctx);
+  r.y.assign(y.begin(), y.end());
+  const varnet::ConstView<float> dx =
+      net.backward(varnet::ConstView<float>(dy.data(), y.shape), ctx, 0, true);
+  r.dx.assign(dx.begin(), dx.end());
+  r.grads.assign(net.grads().begin(), net.grads().end());
+  r.state.assign(net.state().begin(), net.state().end());
+  return r;
 }
 
 }  // namespace varnet::test

@@ -25,30 +25,12 @@ using varnet::Shape;
 using varnet::test::download;
 using varnet::test::gpu;
 using varnet::test::random_vector;
+using varnet::test::run_cpu;
 using varnet::test::sum_rtol;
 using varnet::test::upload;
 namespace vc = varnet::cuda;
 
 namespace {
-
-struct CpuRun {
-  std::vector<float> y, grads, dx, state;
-};
-
-// The CPU network's forward and backward on x `in`, the gradient buffer starting at grads0.
-CpuRun run_cpu(varnet::Network<float>& net, const std::vector<float>& x, Shape in,
-               const std::vector<float>& dy, const std::vector<float>& grads0, const Context& ctx) {
-  CpuRun r;
-  net.grads().assign(grads0.begin(), grads0.end());  // same size: the buffer stays put
-  const varnet::ConstView<float> y = net.forward(varnet::ConstView<float>(x.data(), in), ctx);
-  r.y.assign(y.begin(), y.end());
-  const varnet::ConstView<float> dx =
-      net.backward(varnet::ConstView<float>(dy.data(), y.shape), ctx, 0, true);
-  r.dx.assign(dx.begin(), dx.end());
-  r.grads.assign(net.grads().begin(), net.grads().end());
-  r.state.assign(net.state().begin(), net.state().end());
-  return r;
-}
 
 // A device buffer of `count` NaNs: entries a kernel fails to write stay NaN and fail compare().
 vc::DeviceBuffer<float> nan_buffer(int64_t count) {
@@ -104,7 +86,7 @@ void check_linear(int64_t n, int64_t in, int64_t out, bool bias) {
   const auto x = random_vector<float>(size_t(n * in), 10);
   const auto dy = random_vector<float>(size_t(n * out), 11);
   const auto grads0 = random_vector<float>(net.grads().size(), 12);
-  const CpuRun want = run_cpu(net, x, Shape(n, in), dy, grads0, ctx);
+  const varnet::test::CpuRun want = run_cpu(net, x, Shape(n, in), dy, grads0, ctx);
 
   const vc::Linear<float> g(in, out, bias);
   auto d_params = upload(net.params()), d_grads = upload(grads0);
@@ -148,7 +130,7 @@ void check_conv(const std::array<int64_t, 8>& s, bool bias) {
   const auto x = random_vector<float>(size_t(in.numel()), 20);
   const auto dy = random_vector<float>(size_t(out.numel()), 21);
   const auto grads0 = random_vector<float>(net.grads().size(), 22);
-  const CpuRun want = run_cpu(net, x, in, dy, grads0, ctx);
+  const varnet::test::CpuRun want = run_cpu(net, x, in, dy, grads0, ctx);
 
   auto d_params = upload(net.params()), d_grads = upload(grads0);
   const auto w = weight_tensors(net, layer.name(), bias, d_params, d_grads);
@@ -216,7 +198,7 @@ void check_batchnorm(Shape in, BnMode mode) {
   const auto dy = random_vector<float>(size_t(in.numel()), 65);
   const auto grads0 = random_vector<float>(net.grads().size(), 66);
   const std::vector<float> state0(net.state().begin(), net.state().end());
-  const CpuRun want = run_cpu(net, x, in, dy, grads0, ctx);
+  const varnet::test::CpuRun want = run_cpu(net, x, in, dy, grads0, ctx);
 
   const vc::BatchNorm<float> g(in.c);
   REQUIRE(g.output_shape(in) == in);
@@ -263,7 +245,7 @@ void check_pool(const std::array<int64_t, 6>& s, double step) {
   REQUIRE(out == net.output_shape().with_batch(n));
   const auto x = quantized_vector(size_t(in.numel()), 70, -2.0, 2.0, step);
   const auto dy = random_vector<float>(size_t(out.numel()), 71);
-  const CpuRun want = run_cpu(net, x, in, dy, {}, ctx);
+  const varnet::test::CpuRun want = run_cpu(net, x, in, dy, {}, ctx);
 
   auto d_x = upload(x), d_dy = upload(dy);
   auto d_y = nan_buffer(out.numel()), d_dx = nan_buffer(in.numel());
@@ -284,7 +266,7 @@ void check_relu(Shape in) {
 
   const auto x = quantized_vector(size_t(in.numel()), 80, -1.0, 1.0, 0.125);  // exact zeros
   const auto dy = random_vector<float>(size_t(in.numel()), 81);
-  const CpuRun want = run_cpu(net, x, in, dy, {}, ctx);
+  const varnet::test::CpuRun want = run_cpu(net, x, in, dy, {}, ctx);
 
   const vc::ReLU<float> g;
   auto d_x = upload(x), d_dy = upload(dy);

@@ -24,24 +24,7 @@ const char* mode_name(varnet::PredictMode m) {
   return varnet::to_string(m);
 }
 
-struct Results {
-  std::vector<float> y, grads, dx;
-};
-
-// Runs the CPU network's forward and backward; the gradient buffer starts at `grads0`.
-Results run_cpu(varnet::Network<float>& net, const std::vector<float>& x, varnet::Shape in,
-                const std::vector<float>& dy, const std::vector<float>& grads0,
-                const varnet::Context& ctx) {
-  Results r;
-  net.grads().assign(grads0.begin(), grads0.end());  // same size: the buffer stays put
-  const varnet::ConstView<float> y = net.forward(varnet::ConstView<float>(x.data(), in), ctx);
-  r.y.assign(y.begin(), y.end());
-  const varnet::ConstView<float> dx =
-      net.backward(varnet::ConstView<float>(dy.data(), y.shape), ctx, 0, true);
-  r.dx.assign(dx.begin(), dx.end());
-  r.grads.assign(net.grads().begin(), net.grads().end());
-  return r;
-}
+using Results = varnet::test::CpuRun;
 
 void compare_results(const Results& got, const Results& want) {
   VARNET_CHECK_CLOSE(got.y, want.y, kLayerRtol);
@@ -82,7 +65,7 @@ void check_linear(int64_t n, int64_t in, int64_t out, varnet::VarianceParam para
   const auto x = random_vector<float>(static_cast<size_t>(n * in), 30);
   const auto dy = random_vector<float>(static_cast<size_t>(n * out), 31);
   const auto grads0 = random_vector<float>(net.grads().size(), 32);
-  const Results want = run_cpu(net, x, varnet::Shape(n, in), dy, grads0, ctx);
+  const Results want = varnet::test::run_cpu(net, x, varnet::Shape(n, in), dy, grads0, ctx);
 
   auto d_params = upload(net.params()), d_grads = upload(grads0);
   const vc::VarianceTensors<float> w = device_tensors(net, layer, d_params, d_grads);
@@ -94,7 +77,7 @@ void check_linear(int64_t n, int64_t in, int64_t out, varnet::VarianceParam para
   const varnet::NoiseKey key = vc::layer_key(ctx, layer.id());
   g.forward(gpu(), w, n, d_x.data(), d_y.data(), scratch.data(), key, mode);
   g.backward(gpu(), w, n, d_x.data(), d_dy.data(), d_dx.data(), scratch.data(), key, mode);
-  compare_results(Results{download(d_y), download(d_grads), download(d_dx)}, want);
+  compare_results(Results{download(d_y), download(d_grads), download(d_dx), {}}, want);
 
   // dx is optional: without it the parameter gradients are the same.
   auto d_grads2 = upload(grads0);
@@ -133,7 +116,7 @@ void check_conv(const std::array<int64_t, 8>& s, varnet::VarianceParam param, bo
   const auto x = random_vector<float>(static_cast<size_t>(in.numel()), 40);
   const auto dy = random_vector<float>(static_cast<size_t>(out.numel()), 41);
   const auto grads0 = random_vector<float>(net.grads().size(), 42);
-  const Results want = run_cpu(net, x, in, dy, grads0, ctx);
+  const Results want = varnet::test::run_cpu(net, x, in, dy, grads0, ctx);
 
   auto d_params = upload(net.params()), d_grads = upload(grads0);
   const vc::VarianceTensors<float> w = device_tensors(net, layer, d_params, d_grads);
@@ -144,7 +127,7 @@ void check_conv(const std::array<int64_t, 8>& s, varnet::VarianceParam param, bo
   const varnet::NoiseKey key = vc::layer_key(ctx, layer.id());
   g.forward(gpu(), w, in, d_x.data(), d_y.data(), scratch.data(), key, mode);
   g.backward(gpu(), w, in, d_x.data(), d_dy.data(), d_dx.data(), scratch.data(), key, mode);
-  compare_results(Results{download(d_y), download(d_grads), download(d_dx)}, want);
+  compare_results(Results{download(d_y), download(d_grads), download(d_dx), {}}, want);
 }
 
 }  // namespace

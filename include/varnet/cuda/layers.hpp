@@ -114,12 +114,7 @@ class Conv2d {
   const ConvOptions& options() const { return opt_; }
   // The geometry for an input (N, C, H, W); throws unless C matches and the kernel fits.
   ops::ConvGeometry geometry(const Shape& in) const {
-    check(in.c == in_c_ && in.h + 2 * opt_.pad >= opt_.kernel &&
-              in.w + 2 * opt_.pad >= opt_.kernel && in.n >= 0,
-          "cuda::Conv2d", str("input (N, ", in_c_, ", H, W) with H, W + 2 pad >= ", opt_.kernel),
-          in);
-    return ops::ConvGeometry{in_c_,       in.h,        in.w,        out_c_,
-                             opt_.kernel, opt_.kernel, opt_.stride, opt_.pad};
+    return layer_geometry("cuda::Conv2d", in_c_, out_c_, opt_, in);
   }
   Shape output_shape(const Shape& in) const {
     const ops::ConvGeometry g = geometry(in);

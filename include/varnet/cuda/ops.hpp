@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "varnet/layers/conv2d.hpp"
 #include "varnet/nn/loss.hpp"
 #include "varnet/ops/conv.hpp"
 #include "varnet/ops/lrt.hpp"
@@ -44,6 +45,15 @@ inline kernels::LrtShape lrt_shape(const ops::LrtLayout& L) {
   s.p = L.p;
   s.channel_major = L.channel_major;
   return s;
+}
+
+// The geometry of convolution layer `layer` (in_c -> out_c channels, options o) for an input
+// (N, C, H, W); throws unless C matches and the kernel fits.
+inline ops::ConvGeometry layer_geometry(const char* layer, int64_t in_c, int64_t out_c,
+                                        const ConvOptions& o, const Shape& in) {
+  check(in.c == in_c && in.h + 2 * o.pad >= o.kernel && in.w + 2 * o.pad >= o.kernel && in.n >= 0,
+        layer, str("input (N, ", in_c, ", H, W) with H, W + 2 pad >= ", o.kernel), in);
+  return ops::ConvGeometry{in_c, in.h, in.w, out_c, o.kernel, o.kernel, o.stride, o.pad};
 }
 
 inline kernels::ConvShape conv_shape(const ops::ConvGeometry& g) {

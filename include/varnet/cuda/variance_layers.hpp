@@ -139,12 +139,7 @@ class VarianceConv2d {
   const VarianceOptions& options() const { return opt_; }
   // The geometry for an input (N, C, H, W); throws unless C matches and the kernel fits.
   ops::ConvGeometry geometry(const Shape& in) const {
-    check(in.c == in_c_ && in.h + 2 * conv_.pad >= conv_.kernel &&
-              in.w + 2 * conv_.pad >= conv_.kernel && in.n >= 0,
-          "cuda::VarianceConv2d",
-          str("input (N, ", in_c_, ", H, W) with H, W + 2 pad >= ", conv_.kernel), in);
-    return ops::ConvGeometry{in_c_,        in.h,         in.w,         out_c_,
-                             conv_.kernel, conv_.kernel, conv_.stride, conv_.pad};
+    return layer_geometry("cuda::VarianceConv2d", in_c_, out_c_, conv_, in);
   }
   Shape output_shape(const Shape& in) const {
     const ops::ConvGeometry g = geometry(in);
