@@ -85,22 +85,20 @@ struct Philox4x32 {
   }
 
 #if defined(__AVX2__) && !defined(__CUDA_ARCH__)
-  // generate() for G groups of eight counters in registers: c[g][w] holds word w of counters
-  // 8g .. 8g + 7, one per 32-bit lane. _mm256_mul_epu32 multiplies the even lanes only, giving
-  // 64-bit products whose halves are a round's hi and lo words; so the rounds run on the even
-  // lanes and, shifted down, the odd lanes as two separate states whose upper halves are never
-  // read, and the lanes are put back together once at the end. (G = 2 gives the processor more
-  // independent chains, but with Box-Muller after it spills AVX2's 16 registers: the fill uses 1.)
-  template <int G>
-  static void generate8(__m256i (&c)[G][4], Key k) {
+  // generate() for eight counters in registers: c[w] holds word w of the eight counters, one
+  // per 32-bit lane. _mm256_mul_epu32 multiplies the even lanes only, giving 64-bit products
+  // whose halves are a round's hi and lo words; so the rounds run on the even lanes and, shifted
+  // down, the odd lanes as two separate states whose upper halves are never read, and the lanes
+  // are put back together once at the end. (Sixteen counters at once give the processor more
+  // independent chains, but with Box-Muller after them spill AVX2's 16 registers.)
+  static void generate8(__m256i (&c)[4], Key k) {
     const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kMul0));
     const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kMul1));
-    __m256i s[2 * G][4];  // s[2g] even lanes of group g, s[2g + 1] its odd lanes
-    for (int g = 0; g < G; ++g)
-      for (int w = 0; w < 4; ++w) {
-        s[2 * g][w] = c[g][w];
-        s[2 * g + 1][w] = _mm256_srli_epi64(c[g][w], 32);
-      }
+    __m256i s[2][4];  // s[0] the even lanes, s[1] the odd lanes
+    for (int w = 0; w < 4; ++w) {
+      s[0][w] = c[w];
+      s[1][w] = _mm256_srli_epi64(c[w], 32);
+    }
     for (int r = 0; r < 10; ++r) {
       if (r > 0) {
         k.v[0] += kWeyl0;
@@ -108,26 +106,24 @@ struct Philox4x32 {
       }
       const __m256i k0 = _mm256_set1_epi32(static_cast<int>(k.v[0]));
       const __m256i k1 = _mm256_set1_epi32(static_cast<int>(k.v[1]));
-      for (int h = 0; h < 2 * G; ++h) {
-        const __m256i p0 = _mm256_mul_epu32(s[h][0], m0);  // lo word, hi word
-        const __m256i p1 = _mm256_mul_epu32(s[h][2], m1);
-        s[h][0] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), s[h][1]), k0);
-        s[h][1] = p1;
-        s[h][2] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), s[h][3]), k1);
-        s[h][3] = p0;
+      for (auto& h : s) {
+        const __m256i p0 = _mm256_mul_epu32(h[0], m0);  // lo word, hi word
+        const __m256i p1 = _mm256_mul_epu32(h[2], m1);
+        h[0] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), h[1]), k0);
+        h[1] = p1;
+        h[2] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), h[3]), k1);
+        h[3] = p0;
       }
     }
-    for (int g = 0; g < G; ++g)
-      for (int w = 0; w < 4; ++w)
-        c[g][w] = _mm256_blend_epi32(s[2 * g][w], _mm256_slli_epi64(s[2 * g + 1][w], 32), 0xAA);
+    for (int w = 0; w < 4; ++w)
+      c[w] = _mm256_blend_epi32(s[0][w], _mm256_slli_epi64(s[1][w], 32), 0xAA);
   }
   static void generate8(uint32_t* p0, uint32_t* p1, uint32_t* p2, uint32_t* p3, Key k) {
     uint32_t* p[4] = {p0, p1, p2, p3};
-    __m256i c[1][4];
-    for (int w = 0; w < 4; ++w)
-      c[0][w] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[w]));
+    __m256i c[4];
+    for (int w = 0; w < 4; ++w) c[w] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[w]));
     generate8(c, k);
-    for (int w = 0; w < 4; ++w) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p[w]), c[0][w]);
+    for (int w = 0; w < 4; ++w) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p[w]), c[w]);
   }
 #endif
 };

@@ -96,8 +96,7 @@ inline void box_muller(__m256i a, __m256i b, __m256& z0, __m256& z1) {
 }
 
 // The normals of elements 4 block .. 4 block + 31 (Philox blocks block .. block + 7) in element
-// order: out[k] holds elements 4 block + 8k .. 4 block + 8k + 7. (Two such groups at once, for
-// more independent work in flight, spill registers and run slower.)
+// order: out[k] holds elements 4 block + 8k .. 4 block + 8k + 7.
 inline void normals32(const NoiseKey& key, uint64_t block, __m256 out[4]) {
   const Philox4x32::Counter base = key.counter(block);
   const __m256i lo = _mm256_set1_epi32(static_cast<int>(base.v[0]));
@@ -106,14 +105,14 @@ inline void normals32(const NoiseKey& key, uint64_t block, __m256 out[4]) {
   const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
   const __m256i wrapped =
       _mm256_cmpgt_epi32(_mm256_xor_si256(lo, sign), _mm256_xor_si256(c0, sign));
-  __m256i w[1][4] = {{c0, _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(base.v[1])), wrapped),
-                      _mm256_set1_epi32(static_cast<int>(base.v[2])),
-                      _mm256_set1_epi32(static_cast<int>(base.v[3]))}};
+  __m256i w[4] = {c0, _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(base.v[1])), wrapped),
+                  _mm256_set1_epi32(static_cast<int>(base.v[2])),
+                  _mm256_set1_epi32(static_cast<int>(base.v[3]))};
   Philox4x32::generate8(w, key.key());
   // Lane i: elements 4(block + i) + {0, 1} from words 0, 1 and + {2, 3} from words 2, 3.
   __m256 a0, a1, b0, b1;
-  box_muller(w[0][0], w[0][1], a0, a1);
-  box_muller(w[0][2], w[0][3], b0, b1);
+  box_muller(w[0], w[1], a0, a1);
+  box_muller(w[2], w[3], b0, b1);
   // 4 x 8 -> 8 x 4: lane i's (a0, a1, b0, b1) become four consecutive elements.
   const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
   const __m256 t2 = _mm256_unpacklo_ps(b0, b1), t3 = _mm256_unpackhi_ps(b0, b1);
