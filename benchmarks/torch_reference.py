@@ -1,15 +1,40 @@
 #!/usr/bin/env python3
-"""PyTorch eager reference for benchmarks/gpu/bench_lrt.cu: the dense Gaussian variance layer
+"""PyTorch eager references for the GPU benchmarks, timed on the same GPU (FP32, TF32 off).
+
+1. benchmarks/gpu/bench_lrt.cu: the dense Gaussian variance layer
 
     y = bias + eps * sqrt((x * x) @ (sigma * sigma).T + e0),   eps ~ N(0, 1) per output
 
-at the same shapes (N x I x O = 128x800x500 and 4096x4096x4096), timed the same way: warm-up,
-then the median of CUDA-event timings (FP32 matmuls, TF32 off). Also the matmul alone (the
-floor) and forward + backward through autograd. Prints JSON; writes it to argv[1] if given.
-Exits 0 with a message when torch is not installed. Without a GPU it times the small shape on
-the CPU only (the large one would take minutes).
+   at the same shapes (N x I x O = 128x800x500 and 4096x4096x4096), timed the same way: warm-up,
+   then the median of CUDA-event timings. Also the matmul alone (the floor) and forward +
+   backward through autograd ("results" in the JSON).
+2. The LeNet-5 (Caffe variant) training step at batch 128: conv 20 5x5 - BN - ReLU - pool 2 -
+   conv 50 5x5 - BN - ReLU - pool 2 - fc 500 - BN - ReLU - fc 10, no weight biases; a variance
+   layer in place of a weight layer has only sigma (uniform in +-1/sqrt(fan_in)) and outputs
+   eps * sqrt(conv_or_matmul(x * x, sigma * sigma) + e0) with fresh eps ~ N(0, 1) per output.
+   Variants "plain" (no variance layer), "var1" (conv1) and "var1234" (all four). One step is
+   Adam(lr 1e-3).zero_grad, forward, mean cross-entropy, backward, Adam step, on random images
+   (torch.rand) and labels in [0, 10); the median per-step time after a warm-up
+   ("lenet5_step").
+3. Ensemble inference with the var1 network in eval mode (batch-norm running statistics) under
+   torch.no_grad: 10 forward passes (fresh noise each) over 10,000 random images in batches of
+   1000, softmax probabilities averaged; the median time of the whole ensemble
+   ("lenet5_ensemble").
+4. The VGG-like training step (models/vgg.hpp) at batch 128 on 3x32x32 random images, 10
+   classes: 13 x (conv 3x3 pad 1 - BN - ReLU) of widths 64 64 P 128 128 P 256 256 256 P
+   512 512 512 P 512 512 512 P (P = max pool 2) - fc 512 - BN - ReLU - fc 10, no weight biases;
+   weight layers 1-15 are conv1-conv13, fc1, fc2. Variants "plain" and "var" (layers 11-14
+   variance layers, as in LeNet-5, padding 1); Adam(lr 1e-3, betas (0.95, 0.999)); the median
+   of 50 steps after 10 warm-up steps ("vgg_step", with "width" and "batch" of each entry).
+
+Prints the JSON and then a short table; writes the JSON to argv[1] if given. Exits 0 with a
+message when torch is not installed. Without a GPU it runs on the CPU, kept short: the small
+dense shape only, few LeNet-5 steps, a 1,000-image ensemble and the VGG step at 1/8 width
+(widths 8 8 P 16 16 P 32 32 32 P 64 64 64 P 64 64 64 P, fc 64) and batch 32, 1 warm-up and 3
+timed steps (the "device" key says "cpu"; "width" 0.125 and "batch" 32 in "vgg_step").
 """
 import json
+import math
 import statistics
 import sys
 import time
@@ -24,9 +49,16 @@ def main() -> int:
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+    if cuda:  # strict FP32 matmuls and convolutions (no TF32)
+        if hasattr(torch.backends, "fp32_precision"):  # PyTorch >= 2.9; allow_tf32 deprecated
+            torch.backends.cuda.matmul.fp32_precision = "ieee"
+            torch.backends.cudnn.conv.fp32_precision = "ieee"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        # cuDNN picks its fastest convolution algorithms for these fixed shapes during the
+        # warm-up: the strongest eager baseline.
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     e0 = 1e-8
 
@@ -97,22 +129,226 @@ def main() -> int:
             "ratios": {"torch_fwd/gemm": ms["torch_fwd"] / ms["gemm_fwd"]},
         })
 
+    lenet_steps, ensemble = lenet5_benchmarks(torch, device, cuda, median_ms, e0)
+    vgg_steps = vgg_benchmarks(torch, device, cuda, median_ms, e0)
+
     out = {
         "benchmark": "torch_reference",
         "torch": torch.__version__,
+        "torch_version": torch.__version__,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "cuda": torch.version.cuda,
         "precision": "fp32 (no TF32)",
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "method": ("median of CUDA-event timings" if cuda else "median of wall-clock timings")
         + " after warm-up",
         "results": results,
+        "lenet5_step": lenet_steps,
+        "lenet5_ensemble": ensemble,
+        "vgg_step": vgg_steps,
     }
     text = json.dumps(out, indent=2)
     print(text)
     if len(sys.argv) > 1:
         with open(sys.argv[1], "w") as f:
             f.write(text + "\n")
-    return 0 if all(r["check"]["ok"] for r in results) else 1
+
+    print(f"\nPyTorch {torch.__version__} eager fp32 on {out['device']}:")
+    for r in lenet_steps:
+        print(f"  LeNet-5 step {r['variant']:8s} batch {r['batch']}: {r['ms']:8.3f} ms "
+              f"{r['img_per_s']:10.0f} img/s")
+    print(f"  LeNet-5 var1 ensemble {ensemble['samples']} x {ensemble['images']} images "
+          f"(batch {ensemble['batch']}): {ensemble['ms']:8.3f} ms {ensemble['img_per_s']:10.0f} "
+          "img/s")
+    for r in vgg_steps:
+        print(f"  VGG step {r['variant']:5s} width {r['width']:g} batch {r['batch']}: "
+              f"{r['ms']:8.3f} ms {r['img_per_s']:10.0f} img/s")
+    ok = (all(r["check"]["ok"] for r in results) and all(r["loss_finite"] for r in lenet_steps)
+          and ensemble["check"]["ok"] and all(r["loss_finite"] for r in vgg_steps))
+    return 0 if ok else 1
+
+
+def weight_layer_factory(torch, e0):
+    """Returns weight_layer(shape, conv, variance, padding=0): a bias-free weight layer of
+    weight shape `shape` ((out, in, k, k) for a stride-1 convolution with `padding`, else
+    (out, in) for a dense layer), a Gaussian variance layer when `variance`."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Variance(nn.Module):
+        """A Gaussian variance layer: zero-mean weights of learned std sigma, output by the
+        local reparameterization trick, eps * sqrt(op(x * x, sigma * sigma) + e0)."""
+
+        def __init__(self, shape, conv, padding=0):
+            super().__init__()
+            bound = 1.0 / math.sqrt(math.prod(shape[1:]))  # fan_in = all but the output dim
+            self.sigma = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+            self.conv = conv
+            self.padding = padding
+
+        def forward(self, x):
+            s2 = self.sigma * self.sigma
+            v = (F.conv2d(x * x, s2, padding=self.padding) if self.conv
+                 else F.linear(x * x, s2))
+            return torch.randn_like(v) * torch.sqrt(v + e0)
+
+    def weight_layer(shape, conv, variance, padding=0):
+        if variance:
+            return Variance(shape, conv, padding)
+        if conv:  # stride 1; default (Kaiming-uniform) init
+            return nn.Conv2d(shape[1], shape[0], shape[2], padding=padding, bias=False)
+        return nn.Linear(shape[1], shape[0], bias=False)
+
+    return weight_layer
+
+
+def lenet5_benchmarks(torch, device, cuda, median_ms, e0):
+    """Times the LeNet-5 training step per variant and the var1 ensemble inference.
+
+    Returns the "lenet5_step" list and the "lenet5_ensemble" dictionary of the JSON.
+    """
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    weight_layer = weight_layer_factory(torch, e0)
+
+    class LeNet5(nn.Module):
+        """LeNet-5 (Caffe variant) on 1x28x28 inputs; `var_layers` numbers the weight layers
+        1-4 (conv1, conv2, fc1, fc2) that are variance layers."""
+
+        def __init__(self, var_layers):
+            super().__init__()
+            shapes = [((20, 1, 5, 5), True), ((50, 20, 5, 5), True), ((500, 800), False),
+                      ((10, 500), False)]
+            self.c1, self.c2, self.f1, self.f2 = [
+                weight_layer(shape, conv, i + 1 in var_layers)
+                for i, (shape, conv) in enumerate(shapes)]
+            self.b1, self.b2, self.b3 = nn.BatchNorm2d(20), nn.BatchNorm2d(50), nn.BatchNorm1d(500)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.b1(self.c1(x))), 2)
+            x = F.max_pool2d(F.relu(self.b2(self.c2(x))), 2).flatten(1)
+            return self.f2(F.relu(self.b3(self.f1(x))))
+
+    # Training steps: random images in [0, 1) and labels in [0, 10), resident on the device.
+    batch = 128
+    warmup, repeats = (20, 100) if cuda else (3, 10)
+    x = torch.rand(batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    variants = {"plain": (), "var1": (1,), "var1234": (1, 2, 3, 4)}
+    steps, nets = [], {}
+    for name, var_layers in variants.items():
+        net = LeNet5(var_layers).to(device).train()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        last = []  # the latest loss, checked after timing (no host sync inside a step)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+            last[:] = [loss.detach()]
+
+        ms = median_ms(step, warmup, repeats)
+        steps.append({
+            "variant": name, "var_layers": list(var_layers), "batch": batch,
+            "warmup": warmup, "repeats": repeats, "ms": ms, "img_per_s": batch / ms * 1e3,
+            "loss_finite": bool(torch.isfinite(last[0]).item()),
+        })
+        nets[name] = net
+
+    # Ensemble inference: the (briefly trained) var1 network, batch norm on running statistics,
+    # one pass over all images per sample, each with fresh noise; probabilities averaged.
+    samples, eval_batch = 10, 1000
+    images = 10000 if cuda else 1000
+    warmup, repeats = (1, 5) if cuda else (1, 3)
+    net = nets["var1"].eval()
+    images_x = torch.rand(images, 1, 28, 28, device=device)
+    probs = torch.empty(images, 10, device=device)
+
+    def ensemble():
+        with torch.no_grad():
+            probs.zero_()
+            for _ in range(samples):
+                for lo in range(0, images, eval_batch):
+                    probs[lo:lo + eval_batch] += F.softmax(net(images_x[lo:lo + eval_batch]), dim=1)
+            probs.div_(samples)
+
+    ms = median_ms(ensemble, warmup, repeats)
+    row_sum_err = (probs.sum(dim=1) - 1).abs().max().item()
+    ok = bool(torch.isfinite(probs).all().item()) and row_sum_err < 1e-4
+    return steps, {
+        "variant": "var1", "samples": samples, "images": images, "batch": eval_batch,
+        "warmup": warmup, "repeats": repeats, "ms": ms,
+        "img_per_s": images / ms * 1e3,  # images classified (each by all samples) per second
+        "check": {"prob_row_sum_max_err": row_sum_err, "ok": ok},
+    }
+
+
+def vgg_benchmarks(torch, device, cuda, median_ms, e0):
+    """Times the VGG-like training step (models/vgg.hpp) per variant; returns the "vgg_step"
+    list of the JSON. On the CPU the network is 1/8 as wide and the batch 32 (both recorded)."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    weight_layer = weight_layer_factory(torch, e0)
+    base = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512]  # conv1-13, fc1
+    pooled = (2, 4, 7, 10, 13)  # a 2x2 max pool follows these convolutions
+
+    class Vgg(nn.Module):
+        """The VGG-like network on 3x32x32 inputs, widths times `width`; `var_layers` numbers
+        the weight layers 1-15 (conv1-conv13, fc1, fc2) that are variance layers."""
+
+        def __init__(self, width, var_layers):
+            super().__init__()
+            widths = [max(1, round(b * width)) for b in base]
+            self.convs, self.bns = nn.ModuleList(), nn.ModuleList()
+            c = 3
+            for l in range(1, 14):
+                out = widths[l - 1]
+                self.convs.append(weight_layer((out, c, 3, 3), True, l in var_layers, padding=1))
+                self.bns.append(nn.BatchNorm2d(out))
+                c = out
+            hidden = widths[13]
+            self.f1 = weight_layer((hidden, c), False, 14 in var_layers)  # 1x1 after 5 pools
+            self.b14 = nn.BatchNorm1d(hidden)
+            self.f2 = weight_layer((10, hidden), False, 15 in var_layers)
+
+        def forward(self, x):
+            for l, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
+                x = F.relu(bn(conv(x)))
+                if l in pooled:
+                    x = F.max_pool2d(x, 2)
+            return self.f2(F.relu(self.b14(self.f1(x.flatten(1)))))
+
+    # Full size on the GPU; on the CPU 1/8 width at batch 32, a few steps (about 30 s on 2 cores).
+    width, batch = (1.0, 128) if cuda else (0.125, 32)
+    warmup, repeats = (10, 50) if cuda else (1, 3)
+    x = torch.rand(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    variants = {"plain": (), "var": (11, 12, 13, 14)}
+    steps = []
+    for name, var_layers in variants.items():
+        net = Vgg(width, var_layers).to(device).train()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.95, 0.999))
+        last = []  # the latest loss, checked after timing (no host sync inside a step)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+            last[:] = [loss.detach()]
+
+        ms = median_ms(step, warmup, repeats)
+        steps.append({
+            "variant": name, "stochastic_layers": list(var_layers), "width": width,
+            "batch": batch, "warmup": warmup, "repeats": repeats, "ms": ms,
+            "img_per_s": batch / ms * 1e3,
+            "loss_finite": bool(torch.isfinite(last[0]).item()),
+        })
+        del net, opt, last  # free the device memory before the next variant
+    return steps
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstddef>
 
 #include "kernels/math.cuh"
 
@@ -35,6 +36,42 @@ __global__ void variance_backward_kernel(int64_t count, bool log_sigma2, const T
 template <class T>
 __global__ void square_forward_kernel(int64_t count, const T* x, T* y) {
   for (int64_t k = thread_index(); k < count; k += grid_stride()) y[k] = mul_rn(x[k], x[k]);
+}
+
+// The two elementwise inputs of a dense variance layer's GEMM in one launch: s2 = sigma^2 or
+// exp(log sigma2) over count_s parameters, and x2 = x * x over count_x inputs. Each thread takes
+// four consecutive elements of one of them, moved as one 16-byte vector where float pointers are
+// aligned (the tail and other types element by element); the same arithmetic as
+// variance_forward_kernel and square_forward_kernel.
+template <class T>
+__global__ void variance_square_forward_kernel(int64_t count_s, bool log_sigma2,
+                                               const T* __restrict__ p, T* __restrict__ s2,
+                                               int64_t count_x, const T* __restrict__ x,
+                                               T* __restrict__ x2) {
+  const int64_t groups_s = (count_s + 3) / 4, groups = groups_s + (count_x + 3) / 4;
+  for (int64_t g = thread_index(); g < groups; g += grid_stride()) {
+    const bool param = g < groups_s;
+    const int64_t base = 4 * (param ? g : g - groups_s), count = param ? count_s : count_x;
+    const T* in = (param ? p : x) + base;
+    T* out = (param ? s2 : x2) + base;
+    const bool use_exp = param && log_sigma2;
+    if constexpr (sizeof(T) == sizeof(float)) {
+      const bool aligned =
+          ((reinterpret_cast<uintptr_t>(in) | reinterpret_cast<uintptr_t>(out)) & 15) == 0;
+      if (aligned && base + 4 <= count) {
+        const float4 v = *reinterpret_cast<const float4*>(in);
+        float4 r;
+        r.x = use_exp ? vexp(v.x) : mul_rn(v.x, v.x);
+        r.y = use_exp ? vexp(v.y) : mul_rn(v.y, v.y);
+        r.z = use_exp ? vexp(v.z) : mul_rn(v.z, v.z);
+        r.w = use_exp ? vexp(v.w) : mul_rn(v.w, v.w);
+        *reinterpret_cast<float4*>(out) = r;
+        continue;
+      }
+    }
+    for (int64_t j = 0; j < 4 && base + j < count; ++j)
+      out[j] = use_exp ? vexp(in[j]) : mul_rn(in[j], in[j]);
+  }
 }
 
 // y = max(x, 0). y may be x.

@@ -9,6 +9,9 @@
 //           round-to-nearest intrinsics, so both backends give the same dL/dv for the same v.
 // Input gradient: dx = dx_mean + 2 x * t, t = dL/dv . sigma2 (a GEMM result), in one pass.
 //
+// step: when not null, the key's step is read from this device word when the kernel runs, so that
+// a captured CUDA graph replays a training step with the next step's noise.
+//
 // Layouts: y, dy (N, O, P) contiguous; v channel-major (O, N * P) for convolutions, or
 // (N, O, P) (P = 1 for dense layers).
 #pragma once
@@ -58,9 +61,10 @@ __device__ __forceinline__ void for_each_lane(const NoiseKey& key, const LrtShap
 
 // y = mean + eps * sqrt(v + e0), one thread per group of 4 elements.
 template <class T>
-__global__ void lrt_forward_kernel(NoiseKey key, LrtShape s, const T* __restrict__ bias,
-                                   bool add_to_y, T e0, const T* __restrict__ v,
-                                   T* __restrict__ y) {
+__global__ void lrt_forward_kernel(NoiseKey key, const uint32_t* step, LrtShape s,
+                                   const T* __restrict__ bias, bool add_to_y, T e0,
+                                   const T* __restrict__ v, T* __restrict__ y) {
+  if (step) key.step = *step;
   const int64_t groups = (s.numel() + 3) / 4;
   for (int64_t g = thread_index(); g < groups; g += grid_stride())
     for_each_lane(key, s, g, [&](int64_t e, int64_t c, int64_t k, float eps) {
@@ -72,8 +76,9 @@ __global__ void lrt_forward_kernel(NoiseKey key, LrtShape s, const T* __restrict
 
 // dv[v_index(e)] = dy[e] * eps_e / (2 sqrt(v[v_index(e)] + e0)). dv may be v (in place).
 template <class T>
-__global__ void lrt_backward_kernel(NoiseKey key, LrtShape s, T e0, const T* __restrict__ dy,
-                                    const T* v, T* dv) {
+__global__ void lrt_backward_kernel(NoiseKey key, const uint32_t* step, LrtShape s, T e0,
+                                    const T* __restrict__ dy, const T* v, T* dv) {
+  if (step) key.step = *step;
   const int64_t groups = (s.numel() + 3) / 4;
   for (int64_t g = thread_index(); g < groups; g += grid_stride())
     for_each_lane(key, s, g, [&](int64_t e, int64_t, int64_t k, float eps) {

@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
 # GPU check for a machine with an NVIDIA GPU, nvcc, CMake, g++, Eigen, Catch2 v3 and zlib (no
-# network needed): builds and runs the CUDA parity tests, builds and runs the LRT benchmark, runs
-# the PyTorch reference when torch is importable, and prints a summary. Every stage's output is
-# kept under $OUT (default ./gpu-out). A failing stage does not stop the later ones; the script
-# exits non-zero at the end if any stage failed. Meant to finish in a few minutes.
+# network needed). In one go:
+#   1. configures for the local GPU and builds everything with all cores (tests, examples, the GPU
+#      benchmarks);
+#   2. runs the [cuda] parity tests, then the CPU test suite;
+#   3. runs the GPU benchmarks (benchmarks/gpu/bench_lrt, bench_step) and, when torch imports, the
+#      PyTorch reference on the same GPU, then prints the side-by-side ratios;
+#   4. trains the LeNet-5 example for a few epochs on the GPU and on the CPU with the same seed, when
+#      MNIST-format data is found ($VARNET_DATA, else /usr/share/datasets/fashion-mnist, else
+#      .data/fashion-mnist in the repository), and prints both results;
+#   5. with VARNET_VGG_EPOCHS=N, trains the VGG example on the GPU for N epochs on the same data.
+# Every stage's output is kept under $OUT (default ./gpu-out). A failing stage does not stop the
+# later ones; the script exits non-zero at the end if any stage failed.
 #
-#   scripts/gpu-check.sh            # from anywhere; works in the repository root
+#   scripts/gpu-check.sh                     # from anywhere; works in the repository root
 #   OUT=/some/dir scripts/gpu-check.sh
-#   VARNET_CUDA_ARCH=90 scripts/gpu-check.sh   # a fixed architecture instead of "native"
+#   VARNET_CUDA_ARCH=90 scripts/gpu-check.sh # a fixed architecture instead of "native"
+#   VARNET_PREBUILT=build-sm90 scripts/gpu-check.sh
+#       # skip step 1 and the CPU tests: use binaries built elsewhere for this GPU (e.g. on a
+#       # machine without a GPU, with -DCMAKE_CUDA_ARCHITECTURES=90 -DVARNET_NATIVE=OFF)
+#   VARNET_EPOCHS=3 scripts/gpu-check.sh     # LeNet-5 epochs in step 4 [2]
+#   VARNET_VGG_EPOCHS=20 scripts/gpu-check.sh # also train the VGG example on the GPU (step 5)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 JOBS=$(nproc)
 START=$(date +%s)
+EPOCHS=${VARNET_EPOCHS:-2}
 
 declare -A STATUS=()
 ORDER=()
@@ -27,10 +42,19 @@ record() {  # record <stage> <exit status>
     *) echo "== $1: FAILED (exit $2)" ;;
   esac
 }
+# run_stage <stage> <log> <command...>: runs the command with its output in the log (and on
+# stdout), records its exit status.
+run_stage() {
+  local stage=$1 log=$2
+  shift 2
+  set +e
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  record "$stage" "$rc"
+}
 
 echo "== output in $OUT"
-# At most 8 files come back from a device run: env.txt, build.log, cpu-tests.log, cuda-tests.log,
-# bench_lrt.log/json, torch_reference.log/json.
 if nvidia-smi > "$OUT/env.txt" 2>&1; then
   record nvidia-smi 0
   head -15 "$OUT/env.txt"
@@ -39,93 +63,97 @@ else
 fi
 { nvcc --version; cmake --version | head -1; g++ --version | head -1; } >> "$OUT/env.txt" 2>&1 || true
 
-# The GPU architecture: VARNET_CUDA_ARCH (e.g. 90) if set, else "native". native needs CMake
-# >= 3.24; older CMake gets the GPU's compute capability from nvidia-smi (e.g. 9.0 -> 90).
-ARCH=${VARNET_CUDA_ARCH:-native}
-CMAKE_MINOR=$(cmake --version | head -1 | sed -E 's/[^0-9]*([0-9]+)\.([0-9]+).*/\1 \2/')
-read -r CM_MAJ CM_MIN <<< "$CMAKE_MINOR"
-if [ "$ARCH" = native ] && { [ "$CM_MAJ" -lt 3 ] || { [ "$CM_MAJ" -eq 3 ] && [ "$CM_MIN" -lt 24 ]; }; }; then
-  CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
-  ARCH=${CC:-90}
-fi
-
-# ---- configure and build everything (tests with this machine's Catch2, examples, CUDA) ----
-set +e
-{
-  cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
-    -DVARNET_BUILD_BENCHMARKS=OFF &&
-    cmake --build build-gpu -j "$JOBS"
-} > "$OUT/build.log" 2>&1
-BUILD=$?
-set -e
-record build $BUILD
-[ "$BUILD" = 0 ] || tail -40 "$OUT/build.log"
-
-# ---- run the parity tests (VARNET_CUDA_SYNC=1: a kernel fault is reported at its launch) ----
-if [ "$BUILD" = 0 ]; then
+# ---- 1. configure and build (or take the prebuilt binaries) ----
+if [ -n "${VARNET_PREBUILT:-}" ]; then
+  BUILD_DIR=$VARNET_PREBUILT
+  echo "prebuilt binaries from $BUILD_DIR" | tee "$OUT/build.log"
+  record build 0
+else
+  BUILD_DIR=build-gpu
+  # The GPU architecture: VARNET_CUDA_ARCH (e.g. 90) if set, else "native". native needs CMake
+  # >= 3.24; older CMake gets the GPU's compute capability from nvidia-smi (e.g. 9.0 -> 90).
+  ARCH=${VARNET_CUDA_ARCH:-native}
+  read -r CM_MAJ CM_MIN <<< "$(cmake --version | head -1 | sed -E 's/[^0-9]*([0-9]+)\.([0-9]+).*/\1 \2/')"
+  if [ "$ARCH" = native ] && { [ "$CM_MAJ" -lt 3 ] || { [ "$CM_MAJ" -eq 3 ] && [ "$CM_MIN" -lt 24 ]; }; }; then
+    CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+    ARCH=${CC:-90}
+  fi
   set +e
-  VARNET_CUDA_SYNC=1 timeout 150 ./build-gpu/tests/varnet_cuda_tests 2>&1 | tee "$OUT/cuda-tests.log"
-  TESTS=${PIPESTATUS[0]}
+  {
+    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" &&
+      cmake --build "$BUILD_DIR" -j "$JOBS"
+  } > "$OUT/build.log" 2>&1
+  BUILD=$?
   set -e
-  record cuda-tests "$TESTS"
+  record build $BUILD
+  [ "$BUILD" = 0 ] || tail -40 "$OUT/build.log"
+fi
+built() { [ "${STATUS[build]}" = 0 ] && [ -x "$BUILD_DIR/$1" ]; }
+
+# ---- 2. tests (VARNET_CUDA_SYNC=1: a kernel fault is reported at its launch) ----
+if built tests/varnet_cuda_tests; then
+  VARNET_CUDA_SYNC=1 run_stage cuda-tests "$OUT/cuda-tests.log" \
+    timeout 300 "./$BUILD_DIR/tests/varnet_cuda_tests"
 else
   record cuda-tests skipped
 fi
-
-# ---- the CPU test suite too: proves the Catch2 v3 path on this machine ----
-if [ "$BUILD" = 0 ]; then
+if [ -z "${VARNET_PREBUILT:-}" ] && [ "${STATUS[build]}" = 0 ]; then
   set +e
-  (cd build-gpu && OMP_NUM_THREADS=1 timeout 120 ctest -j "$JOBS" -E cuda_parity --output-on-failure) \
-    > "$OUT/cpu-tests.log" 2>&1
+  (cd "$BUILD_DIR" && OMP_NUM_THREADS=2 timeout 600 ctest -j "$((JOBS / 2))" -E cuda_parity \
+    --output-on-failure) > "$OUT/cpu-tests.log" 2>&1
   CPU_TESTS=$?
   set -e
   tail -4 "$OUT/cpu-tests.log"
   record cpu-tests "$CPU_TESTS"
 else
-  record cpu-tests skipped
+  record cpu-tests not-run
 fi
 
-# ---- build and run the LRT benchmark with nvcc directly ----
-EIGEN_INC=/usr/include/eigen3
-if [ ! -d "$EIGEN_INC" ] && command -v pkg-config > /dev/null; then
-  EIGEN_INC=$(pkg-config --cflags-only-I eigen3 2>/dev/null | sed 's/-I//' | awk '{print $1}')
-fi
-BENCH_ARCH=native
-[ "$ARCH" = native ] || BENCH_ARCH=sm_$ARCH
-mkdir -p build-gpu
-set +e
-nvcc -O3 -std=c++17 -arch="$BENCH_ARCH" --expt-relaxed-constexpr -diag-suppress=20012 -Iinclude -I. -I"$EIGEN_INC" \
-  benchmarks/gpu/bench_lrt.cu -o build-gpu/bench_lrt -lcublas -lcurand >> "$OUT/build.log" 2>&1
-BENCH_BUILD=$?
-set -e
-record bench-build $BENCH_BUILD
-[ "$BENCH_BUILD" = 0 ] || tail -30 "$OUT/build.log"
-if [ "$BENCH_BUILD" = 0 ]; then
-  set +e
-  timeout 120 ./build-gpu/bench_lrt "$OUT/bench_lrt.json" 2>&1 | tee "$OUT/bench_lrt.log"
-  BENCH=${PIPESTATUS[0]}
-  set -e
-  record bench_lrt "$BENCH"
-else
-  record bench_lrt skipped
-fi
-
-# ---- PyTorch reference (optional) ----
+# ---- 3. benchmarks, beside PyTorch on the same GPU ----
+for bench in bench_lrt bench_step; do
+  if built "benchmarks/$bench"; then
+    run_stage "$bench" "$OUT/$bench.log" timeout 240 "./$BUILD_DIR/benchmarks/$bench" "$OUT/$bench.json"
+  else
+    record "$bench" skipped
+  fi
+done
 if python3 -c 'import torch' > /dev/null 2>&1; then
-  set +e
-  timeout 90 python3 benchmarks/torch_reference.py "$OUT/torch_reference.json" > "$OUT/torch_reference.log" 2>&1
-  TORCH=$?
-  set -e
-  tail -5 "$OUT/torch_reference.log"
-  record torch_reference "$TORCH"
+  run_stage torch_reference "$OUT/torch_reference.log" \
+    timeout 180 python3 benchmarks/torch_reference.py "$OUT/torch_reference.json"
+  python3 benchmarks/gpu_ratios.py "$OUT/bench_lrt.json" "$OUT/bench_step.json" \
+    "$OUT/torch_reference.json" | tee "$OUT/ratios.txt" || true
 else
   echo "torch is not importable: PyTorch reference not run" | tee "$OUT/torch_reference.log"
-  record torch_reference "not-run"
+  record torch_reference not-run
+fi
+
+# ---- 4. the LeNet-5 example on the GPU and on the CPU, same seed ----
+DATA=${VARNET_DATA:-}
+for d in /usr/share/datasets/fashion-mnist .data/fashion-mnist; do
+  [ -n "$DATA" ] || { [ -f "$d/t10k-labels-idx1-ubyte.gz" ] && DATA=$d; } || true
+done
+if [ -n "$DATA" ] && built examples/lenet5; then
+  for device in cuda cpu; do
+    run_stage "lenet5-$device" "$OUT/lenet5-$device.log" timeout 600 \
+      "./$BUILD_DIR/examples/lenet5" --data "$DATA" --device "$device" --epochs "$EPOCHS" \
+      --samples 1,10 --seed 1
+  done
+else
+  echo "no MNIST-format data (set VARNET_DATA) or no lenet5 binary: LeNet-5 runs skipped"
+  record lenet5-cuda not-run
+fi
+
+# ---- 5. optional: the VGG example on the GPU (VARNET_VGG_EPOCHS > 0), the GPU issue's recipe ----
+VGG_EPOCHS=${VARNET_VGG_EPOCHS:-0}
+if [ "$VGG_EPOCHS" -gt 0 ] && [ -n "$DATA" ] && built examples/vgg; then
+  run_stage vgg-cuda "$OUT/vgg-cuda.log" timeout 1200 \
+    "./$BUILD_DIR/examples/vgg" --data "$DATA" --device cuda --epochs "$VGG_EPOCHS" \
+    --samples 1,10,100 --seed 1
 fi
 
 # ---- summary ----
 echo
-echo "==================== gpu-check summary ($(( $(date +%s) - START )) s) ===================="
+echo "==================== gpu-check summary ($(($(date +%s) - START)) s) ===================="
 FAILED=0
 for stage in "${ORDER[@]}"; do
   s=${STATUS[$stage]}
@@ -140,9 +168,11 @@ done
 if [ -f "$OUT/cuda-tests.log" ]; then
   printf '  %-16s %s\n' "tests" "$(grep -E 'All tests passed|test cases:|assertions:' "$OUT/cuda-tests.log" | tail -2 | tr '\n' ' ')"
 fi
-if [ -f "$OUT/bench_lrt.log" ]; then
-  echo "  bench_lrt:"
-  grep -E '^[0-9]+x[0-9]+x[0-9]+' "$OUT/bench_lrt.log" | sed 's/^/    /' || true
-fi
+[ -f "$OUT/ratios.txt" ] && cat "$OUT/ratios.txt"
+for device in cuda cpu; do
+  [ -f "$OUT/lenet5-$device.log" ] && echo "  lenet5 --device $device: $(tail -1 "$OUT/lenet5-$device.log" | cut -c1-400)"
+done
+[ -f "$OUT/vgg-cuda.log" ] && echo "  vgg --device cuda: $(tail -1 "$OUT/vgg-cuda.log" | cut -c1-400)"
+true
 echo "  outputs: $OUT"
 exit $FAILED

@@ -78,6 +78,18 @@ TEST_CASE("lenet5: trains on generated MNIST-format data, saves, rejects bad inp
     CHECK(bad_dist.out.find("gaussian|bernoulli|uniform|none") != std::string::npos);
     const Run unknown = run(data + "--epoch 3", log);
     CHECK(unknown.status == 2);
+    const Run bad_device = run(data + "--device gpu", log);
+    CHECK(bad_device.status == 2);
+    CHECK(bad_device.out.find("cpu|cuda") != std::string::npos);
+    // The GPU path refuses what it cannot run before any data is read (with or without a GPU,
+    // and in builds without CUDA, which refuse --device cuda itself).
+    const Run gpu_kind = run(data + "--device cuda --layer-kind svdo", log);
+    CHECK(gpu_kind.status == 2);
+    CHECK(gpu_kind.out.find("--device") != std::string::npos);
+    const Run gpu_checkpoint =
+        run(data + "--device cuda --checkpoint " + (dir.path / "run.ckpt").string(), log);
+    CHECK(gpu_checkpoint.status == 2);
+    CHECK(gpu_checkpoint.out.find("--device") != std::string::npos);
     const Run missing = run("--data " + (dir.path / "nowhere").string(), log);
     CHECK(missing.status == 2);
     CHECK(missing.out.find("nowhere") != std::string::npos);

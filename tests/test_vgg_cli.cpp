@@ -1,6 +1,6 @@
 // The vgg example end to end on generated data: a CIFAR-10-format directory (trains, evaluates,
-// mean propagation at chance) and an MNIST-format one padded to 32x32; --device cuda, unknown
-// directories and damaged files give a clear message and exit status 2. The executable's path
+// mean propagation at chance) and an MNIST-format one padded to 32x32; --device cuda runs it
+// cannot do, unknown directories and damaged files give a clear message and exit status 2. The executable's path
 // comes from VARNET_VGG (set by CMake); without it the test is skipped with a warning.
 #include <cstdint>
 #include <cstdlib>
@@ -81,7 +81,8 @@ TEST_CASE("vgg: trains on generated CIFAR-10 files; mean propagation at chance",
   }
 }
 
-TEST_CASE("vgg: MNIST-format data padded to 32x32; refuses cuda and unknown directories", "[cli]") {
+TEST_CASE("vgg: MNIST-format data padded to 32x32; refuses bad GPU runs, unknown directories",
+          "[cli]") {
   if (!std::getenv("VARNET_VGG")) {
     WARN("VARNET_VGG is not set: vgg CLI test skipped");
     return;
@@ -104,10 +105,13 @@ TEST_CASE("vgg: MNIST-format data padded to 32x32; refuses cuda and unknown dire
   CHECK(ok.out.find("\"augment\":false") != std::string::npos);
   CHECK(json_number(ok.out, "test_images") == 16);
 
-  const Run cuda = run(data + "--device cuda", log);
-  CHECK(cuda.status == 2);
-  CHECK(cuda.out.find("--device: expected cpu: the VGG network cannot run on the GPU yet") !=
-        std::string::npos);
+  // The GPU path refuses what it cannot run before reading data, GPU or not.
+  const Run cuda_kind = run(data + "--device cuda --layer-kind gdo", log);
+  CHECK(cuda_kind.status == 2);
+  CHECK(cuda_kind.out.find("--device") != std::string::npos);
+  const Run cuda_resume = run(data + "--device cuda --resume " + (dir.path / "x.ckpt").string(), log);
+  CHECK(cuda_resume.status == 2);
+  CHECK(cuda_resume.out.find("--device") != std::string::npos);
   const Run bad_width = run(data + "--width 0", log);
   CHECK(bad_width.status == 2);
   CHECK(bad_width.out.find("--width: expected a number in") != std::string::npos);

@@ -3,7 +3,7 @@
 //
 //   gemm        cuBLAS SGEMM alone on the layer's shapes (forward: 1 GEMM; fwd+bwd: 3 GEMMs),
 //               the floor a fused layer is measured against;
-//   fused       varnet::cuda::VarianceLinear: s2 and x^2 kernels, the GEMM for v, and the LRT
+//   fused       varnet::cuda::VarianceLinear: s2 and x^2 in one kernel, the GEMM for v, and the LRT
 //               epilogue that draws eps in-kernel from Philox (backward recomputes eps);
 //   unfused     the same maths as separate steps, as a framework would run them: s2 and x^2
 //               kernels, the GEMM, curandGenerateNormal into an eps buffer, then a separate
@@ -11,10 +11,8 @@
 // Correctness first (the outputs' standardised noise must look N(0, 1)), then warm-up, then the
 // median over many repeats timed with CUDA events. Prints a table; writes JSON to argv[1] if given.
 //
-// Build standalone from the repository root (the lead wires CMake later), as one command:
-//   nvcc -O3 -std=c++17 -arch=native --expt-relaxed-constexpr -Iinclude -I. -I/usr/include/eigen3
-//        benchmarks/gpu/bench_lrt.cu -o bench_lrt -lcublas -lcurand
-// then run ./bench_lrt bench_lrt.json
+// Built by CMake with the CUDA backend (target bench_lrt); scripts/gpu-check.sh runs it as
+//   build-gpu/benchmarks/bench_lrt bench_lrt.json
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <curand.h>

@@ -92,13 +92,12 @@ double train_resumable(Network<T>& net, Opt& opt, Trainer<T, Opt>& trainer,
   return train_seconds;
 }
 
-// Evaluates on `test`: mean propagation, an ensemble of each size in `samples`, and 10 samples
-// with batch statistics. Prints a line each; returns their JSON fields ("test_acc_mean":...,
-// without braces).
-template <class T>
-std::string evaluate_report(Network<T>& net, const data::LabeledImages& test,
-                            const std::vector<int64_t>& samples, int64_t eval_batch,
-                            uint64_t seed) {
+// The final evaluation: mean propagation, an ensemble of each size in `samples`, and 10 samples
+// with batch statistics, each by `ensemble(EnsembleOptions)` (the CPU's or the GPU's). Prints a
+// line each; returns their JSON fields ("test_acc_mean":..., without braces).
+template <class Ensemble>
+std::string evaluate_report_by(Ensemble&& ensemble, const std::vector<int64_t>& samples,
+                               int64_t eval_batch, uint64_t seed) {
   using Clock = std::chrono::steady_clock;
   const auto evaluate = [&](const std::string& label, int k, PredictMode mode, bool batch_stats) {
     EnsembleOptions o;
@@ -108,7 +107,7 @@ std::string evaluate_report(Network<T>& net, const data::LabeledImages& test,
     o.batch = eval_batch;
     o.seed = seed;
     const auto t0 = Clock::now();
-    const EnsembleResult r = evaluate_ensemble(net, test, o);
+    const EnsembleResult r = ensemble(o);
     std::printf("test %-32s acc %.4f  nll %.4f  (%.1f s)\n", label.c_str(), r.accuracy, r.nll,
                 std::chrono::duration<double>(Clock::now() - t0).count());
     std::fflush(stdout);
@@ -123,6 +122,16 @@ std::string evaluate_report(Network<T>& net, const data::LabeledImages& test,
   const auto bs = evaluate("ensemble of 10, batch statistics", 10, PredictMode::sample, true);
   json += str(",\"test_acc_10_batchstats\":", bs.accuracy, ",\"test_nll_10_batchstats\":", bs.nll);
   return json;
+}
+
+// evaluate_report_by with the CPU ensemble of `net` on `test`.
+template <class T>
+std::string evaluate_report(Network<T>& net, const data::LabeledImages& test,
+                            const std::vector<int64_t>& samples, int64_t eval_batch,
+                            uint64_t seed) {
+  return evaluate_report_by(
+      [&](const EnsembleOptions& o) { return evaluate_ensemble(net, test, o); }, samples,
+      eval_batch, seed);
 }
 
 }  // namespace varnet::examples

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../common/cli.hpp"
+#include "../common/gpu_run.hpp"
 #include "../common/report.hpp"
 #include "../common/resumable.hpp"
 #include "../common/run_loop.hpp"
@@ -59,6 +60,9 @@ const char* kHelp = R"(lenet5: train and evaluate a variance LeNet-5 on MNIST-fo
   --resume PATH         continue the run checkpointed in PATH (PATH.prev if PATH is damaged);
                         the other flags must match the checkpointed run's
   --no-finite-check     do not stop at the first non-finite loss or gradient
+  --device D            cpu|cuda: where to train and evaluate (cuda: Gaussian variance and
+                        deterministic layers, no checkpoints; needs a build with CUDA) [cpu]
+  --no-graph            cuda: launch every kernel of a step instead of replaying a CUDA graph
   --help                this text
 
 The last line of output is JSON with test_acc_mean, test_acc_K and test_nll_K for each K,
@@ -74,6 +78,8 @@ struct Config {
   int64_t train_samples, epochs, batch, seed, train_limit, eval_batch;
   double lr;
   bool overwrite, finite_check;
+  std::string device;  // cpu or cuda
+  bool graph = true;   // cuda: replay training steps from a CUDA graph
   std::string checkpoint, resume;  // checkpoint paths ("" when not asked for)
   int64_t checkpoint_every = 0;    // steps between checkpoints (0: at the end only)
 };
@@ -102,8 +108,9 @@ Config parse(int argc, char** argv) {
                              "--kl-beta",
                              "--kl-warmup",
                              "--threshold",
-                             "--alpha-lr-scale"},
-                            {"--help", "--overwrite", "--no-finite-check"});
+                             "--alpha-lr-scale",
+                             "--device"},
+                            {"--help", "--overwrite", "--no-finite-check", "--no-graph"});
   if (a.has("--help")) {
     std::cout << kHelp;
     std::exit(0);
@@ -146,6 +153,9 @@ Config parse(int argc, char** argv) {
   varnet::check(c.dist == "gaussian" || c.dist == "none" || c.layer_kind == "variance", "--dist",
                 "--dist only with --layer-kind variance", "--dist ", c.dist, " with --layer-kind ",
                 c.layer_kind);
+  c.device = a.get_choice("--device", "cpu", {"cpu", "cuda"});
+  c.graph = !a.has("--no-graph");
+  if (c.device == "cuda") varnet::examples::check_gpu_config(c);
   if (!c.save.empty()) {  // fail now, not after hours of training
     namespace fs = std::filesystem;
     const fs::path p(c.save);
@@ -219,15 +229,25 @@ int run(const Config& c) {
     start = varnet::examples::resume_run(c.resume, net, adam, trainer, run_config, uint64_t(c.seed),
                                          c.epochs, steps_per_epoch);
   const uint32_t first_step = trainer.steps();
-  const double train_seconds = varnet::examples::train_resumable(
-      net, adam, trainer, d.train, run_config, start, varnet::examples::loop_settings(c), lr, beta,
-      [](varnet::Tensor<T>&, const std::vector<int64_t>&, int64_t, uint32_t) {});
+  const double train_seconds =
+      c.device == "cuda"
+          ? varnet::examples::train_on_gpu(net, d.train, varnet::examples::gpu_settings(c, lr))
+          : varnet::examples::train_resumable(
+                net, adam, trainer, d.train, run_config, start,
+                varnet::examples::loop_settings(c), lr, beta,
+                [](varnet::Tensor<T>&, const std::vector<int64_t>&, int64_t, uint32_t) {});
+  const int64_t trained_steps =
+      c.device == "cuda" ? steps_per_epoch * c.epochs : int64_t(trainer.steps() - first_step);
   const double img_per_s =
-      train_seconds > 0 ? double((trainer.steps() - first_step) * c.batch) / train_seconds : 0;
+      train_seconds > 0 ? double(trained_steps * c.batch) / train_seconds : 0;
 
-  std::string json = "{" + varnet::examples::evaluate_report(net, d.test, c.samples, c.eval_batch,
-                                                             uint64_t(c.seed));
-  json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs);
+  std::string json =
+      "{" + (c.device == "cuda" ? varnet::examples::evaluate_report_gpu(
+                                      net, d.test, c.samples, c.eval_batch, uint64_t(c.seed))
+                                : varnet::examples::evaluate_report(net, d.test, c.samples,
+                                                                    c.eval_batch, uint64_t(c.seed)));
+  json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs, ",\"device\":\"",
+              c.device, "\"");
   json += str(",\"var_layers\":", json_list(c.var_layers), ",\"dist\":\"", c.dist,
               "\",\"param\":\"", c.param, "\",\"train_samples\":", c.train_samples,
               ",\"batch\":", c.batch, ",\"lr\":", c.lr, ",\"seed\":", c.seed,

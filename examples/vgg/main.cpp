@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../common/cli.hpp"
+#include "../common/gpu_run.hpp"
 #include "../common/lenet_run.hpp"
 #include "../common/report.hpp"
 #include "../common/resumable.hpp"
@@ -64,8 +65,9 @@ const char* kHelp = R"(vgg: train and evaluate a VGG-like variance network on 32
   --train-limit N       use the first N training images only (quick runs) [all]
   --test-limit N        evaluate on the first N test images only (quick runs) [all]
   --eval-batch B        evaluation batch size (also the batch of batch statistics) [500]
-  --device D            cpu|cuda; cuda is refused for now: the GPU backend has no network of
-                        convolutions, batch norm and pooling yet (docs/gpu.md) [cpu]
+  --device D            cpu|cuda: where to train and evaluate (cuda: Gaussian variance and
+                        deterministic layers, no checkpoints; needs a build with CUDA) [cpu]
+  --no-graph            cuda: launch every kernel of a step instead of replaying a CUDA graph
   --save PATH           save the trained network as safetensors
   --overwrite           allow --save to replace an existing file
   --checkpoint PATH     write a checkpoint (parameters, optimizer, step, epoch) to PATH at the
@@ -91,6 +93,7 @@ struct Config {
   std::string checkpoint, resume;  // checkpoint paths ("" when not asked for)
   int64_t checkpoint_every = 0;    // steps between checkpoints (0: at the end only)
   bool labels_given = false;       // --cifar100-labels was on the command line
+  bool graph = true;               // cuda: replay training steps from a CUDA graph
 };
 
 Config parse(int argc, char** argv) {
@@ -124,21 +127,14 @@ Config parse(int argc, char** argv) {
                              "--alpha-lr-scale",
                              "--augment",
                              "--device"},
-                            {"--help", "--overwrite", "--no-finite-check"});
+                            {"--help", "--overwrite", "--no-finite-check", "--no-graph"});
   if (a.has("--help")) {
     std::cout << kHelp;
     std::exit(0);
   }
   Config c;
-  // The device first: a run that cannot happen should say so before reading any data.
   c.device = a.get_choice("--device", "cpu", {"cpu", "cuda"});
-  if (c.device == "cuda") {
-    varnet::fail("--device",
-                 "cpu: the VGG network cannot run on the GPU yet (varnet's CUDA backend has the "
-                 "Gaussian variance layers and their kernels, but no deterministic convolution, "
-                 "batch norm, max pooling or GPU Network; see docs/gpu.md)",
-                 "'cuda'");
-  }
+  c.graph = !a.has("--no-graph");
   c.data = a.get("--data", "/usr/share/datasets/fashion-mnist");
   c.cifar100_labels = a.get_choice("--cifar100-labels", "fine", {"fine", "coarse"});
   c.labels_given = a.has("--cifar100-labels");
@@ -182,6 +178,8 @@ Config parse(int argc, char** argv) {
   varnet::check(c.dist == "gaussian" || c.dist == "none" || c.layer_kind == "variance", "--dist",
                 "--dist only with --layer-kind variance", "--dist ", c.dist, " with --layer-kind ",
                 c.layer_kind);
+  // A run the GPU path cannot do says so before any data is read.
+  if (c.device == "cuda") varnet::examples::check_gpu_config(c);
   if (!c.save.empty()) {  // fail now, not after hours of training
     namespace fs = std::filesystem;
     const fs::path p(c.save);
@@ -276,16 +274,33 @@ int run(const Config& c) {
     start = varnet::examples::resume_run(c.resume, net, adam, trainer, run_config, uint64_t(c.seed),
                                          c.epochs, steps_per_epoch);
   const uint32_t first_step = trainer.steps();
-  const double train_seconds = varnet::examples::train_resumable(
-      net, adam, trainer, d.train, run_config, start, varnet::examples::loop_settings(c), lr, beta,
-      [&](varnet::Tensor<T>& x, const std::vector<int64_t>& order, int64_t first, uint32_t epoch) {
-        if (c.augment) varnet::data::augment_batch(x.view(), order, first, aug, epoch);
-      });
+  double train_seconds = 0;
+  int64_t trained_steps = 0;
+  if (c.device == "cuda") {
+    varnet::examples::GpuTrainSettings s = varnet::examples::gpu_settings(c, lr);
+    s.adam = adam_options;
+    s.augment = c.augment;
+    s.augment_options = aug;
+    train_seconds = varnet::examples::train_on_gpu(net, d.train, s);
+    trained_steps = steps_per_epoch * c.epochs;
+  } else {
+    train_seconds = varnet::examples::train_resumable(
+        net, adam, trainer, d.train, run_config, start, varnet::examples::loop_settings(c), lr,
+        beta,
+        [&](varnet::Tensor<T>& x, const std::vector<int64_t>& order, int64_t first,
+            uint32_t epoch) {
+          if (c.augment) varnet::data::augment_batch(x.view(), order, first, aug, epoch);
+        });
+    trained_steps = int64_t(trainer.steps() - first_step);
+  }
   const double img_per_s =
-      train_seconds > 0 ? double((trainer.steps() - first_step) * c.batch) / train_seconds : 0;
+      train_seconds > 0 ? double(trained_steps * c.batch) / train_seconds : 0;
 
-  std::string json = "{" + varnet::examples::evaluate_report(net, d.test, c.samples, c.eval_batch,
-                                                             uint64_t(c.seed));
+  std::string json =
+      "{" + (c.device == "cuda" ? varnet::examples::evaluate_report_gpu(
+                                      net, d.test, c.samples, c.eval_batch, uint64_t(c.seed))
+                                : varnet::examples::evaluate_report(net, d.test, c.samples,
+                                                                    c.eval_batch, uint64_t(c.seed)));
   json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs);
   json += str(",\"model\":\"vgg\",\"width\":", c.width, ",\"data\":\"", d.format,
               "\",\"classes\":", classes, ",\"augment\":", c.augment ? "true" : "false",

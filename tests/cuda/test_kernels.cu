@@ -240,6 +240,33 @@ TEST_CASE("square, ReLU forward and backward match the CPU", "[cuda]") {
   }
 }
 
+TEST_CASE("variance_square_forward equals variance_forward and square_forward", "[cuda]") {
+  // Counts that are not multiples of 4 and offsets of one float exercise the element-by-element
+  // tail and the unaligned path beside the 16-byte vectors.
+  for (const bool log_param : {false, true}) {
+    for (const int64_t offset : {0, 1}) {
+      const int64_t count_s = 1003, count_x = 37;
+      INFO("log sigma2 " << log_param << ", offset " << offset);
+      const auto p = random_vector<float>(size_t(count_s + offset), 31, -3.0, 1.0);
+      const auto x = random_vector<float>(size_t(count_x + offset), 32);
+      auto d_p = upload(p), d_x = upload(x);
+      vc::DeviceBuffer<float> s2{size_t(count_s + offset)}, x2{size_t(count_x + offset)},
+          s2_ref{size_t(count_s)}, x2_ref{size_t(count_x)};
+      vc::variance_square_forward(gpu(), log_param, static_cast<const float*>(d_p.data()) + offset,
+                                  s2.data() + offset, count_s,
+                                  static_cast<const float*>(d_x.data()) + offset,
+                                  x2.data() + offset, count_x);
+      vc::variance_forward(gpu(), log_param, static_cast<const float*>(d_p.data()) + offset,
+                           s2_ref.data(), count_s);
+      vc::square_forward(gpu(), static_cast<const float*>(d_x.data()) + offset, x2_ref.data(),
+                         count_x);
+      const auto got_s = download(s2), got_x = download(x2);
+      CHECK(std::vector<float>(got_s.begin() + offset, got_s.end()) == download(s2_ref));
+      CHECK(std::vector<float>(got_x.begin() + offset, got_x.end()) == download(x2_ref));
+    }
+  }
+}
+
 TEST_CASE("cuda::Adam takes the same steps as varnet::Adam", "[cuda]") {
   for (const int64_t count : {1, 1001}) {
     varnet::AdamOptions opt;

@@ -87,12 +87,19 @@ inline bool sync_after_launch() {
   return on;
 }
 
+// True on this thread while a stream capture is recording (cuda::Trainer::capture): launches are
+// recorded then, not run, and a synchronisation would end the capture with an error.
+inline bool& capturing() {
+  thread_local bool on = false;
+  return on;
+}
+
 inline void check_launch(const char* kernel, const char* file, int line) {
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
     raise("CUDA", str("launch of ", kernel).c_str(), file, line,
           str(cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
-  if (sync_after_launch()) {
+  if (sync_after_launch() && !capturing()) {
     const cudaError_t s = cudaDeviceSynchronize();
     if (s != cudaSuccess) {
       (void)cudaGetLastError();

@@ -1,11 +1,15 @@
 // GpuContext: the stream every varnet GPU operation runs on, and a cuBLAS handle bound to it.
 //
+// cuBLAS gets a workspace of its own (kBlasWorkspace bytes, set with cublasSetWorkspace), so that
+// its calls allocate nothing and a training step can be captured in a CUDA graph.
+//
 // One context per host thread that drives the GPU. Operations taking a GpuContext& enqueue work on
 // its stream and return without waiting; synchronize() (or a download) waits. The stream is an
 // ordinary blocking stream, so it is also ordered with work on the legacy default stream.
 #pragma once
 
 #include <cublas_v2.h>
+#include <cstddef>
 #include <cuda_runtime.h>
 
 #include "varnet/cuda/check.hpp"
@@ -14,6 +18,8 @@ namespace varnet::cuda {
 
 class GpuContext {
  public:
+  static constexpr size_t kBlasWorkspace = size_t(32) << 20;  // cuBLAS's advice for Hopper
+
   // Uses the current device, or makes `device` current first when it is >= 0.
   explicit GpuContext(int device = -1) {
     if (device >= 0) VARNET_CUDA_CHECK(cudaSetDevice(device));
@@ -21,6 +27,8 @@ class GpuContext {
     try {
       VARNET_CUBLAS_CHECK(cublasCreate(&blas_));
       VARNET_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+      VARNET_CUDA_CHECK(cudaMalloc(&workspace_, kBlasWorkspace));
+      VARNET_CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, kBlasWorkspace));
     } catch (...) {
       destroy();
       throw;
@@ -28,17 +36,21 @@ class GpuContext {
   }
   GpuContext(const GpuContext&) = delete;
   GpuContext& operator=(const GpuContext&) = delete;
-  GpuContext(GpuContext&& o) noexcept : stream_(o.stream_), blas_(o.blas_) {
+  GpuContext(GpuContext&& o) noexcept
+      : stream_(o.stream_), blas_(o.blas_), workspace_(o.workspace_) {
     o.stream_ = nullptr;
     o.blas_ = nullptr;
+    o.workspace_ = nullptr;
   }
   GpuContext& operator=(GpuContext&& o) noexcept {
     if (this != &o) {
       destroy();
       stream_ = o.stream_;
       blas_ = o.blas_;
+      workspace_ = o.workspace_;
       o.stream_ = nullptr;
       o.blas_ = nullptr;
+      o.workspace_ = nullptr;
     }
     return *this;
   }
@@ -52,12 +64,15 @@ class GpuContext {
  private:
   void destroy() noexcept {
     if (blas_) (void)cublasDestroy(blas_);
+    if (workspace_) (void)cudaFree(workspace_);
     if (stream_) (void)cudaStreamDestroy(stream_);
     blas_ = nullptr;
+    workspace_ = nullptr;
     stream_ = nullptr;
   }
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  void* workspace_ = nullptr;
 };
 
 }  // namespace varnet::cuda

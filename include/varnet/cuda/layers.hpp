@@ -162,7 +162,9 @@ class Conv2d {
 // Context decides the statistics as on the CPU: ctx.training uses the batch's and updates the
 // running estimates (momentum m: running = (1 - m) running + m batch, the variance unbiased);
 // evaluation uses the running estimates, or the batch's with ctx.batch_stats_in_eval.
-// scratch_size = 2 C: the mean and 1 / sqrt(var + eps) used, per channel.
+// Scratch (8-byte aligned, as device allocations are): the mean and 1 / sqrt(var + eps) used,
+// the backward pass's mean dy and projection (C each), then batch_norm_partials(in) doubles of
+// per-chunk partial sums (ops.hpp).
 template <class T>
 class BatchNorm {
  public:
@@ -179,7 +181,11 @@ class BatchNorm {
           in);
     return in;
   }
-  int64_t scratch_size(const Shape& /*in*/) const { return 2 * c_; }
+  int64_t scratch_size(const Shape& in) const {
+    output_shape(in);
+    const int64_t doubles = batch_norm_partials(in);
+    return 4 * c_ + (doubles * int64_t(sizeof(double)) + int64_t(sizeof(T)) - 1) / int64_t(sizeof(T));
+  }
 
   void forward(GpuContext& ctx, const BatchNormTensors<T>& t, const Shape& in, const T* x, T* y,
                T* scratch, const Context& c) const {
@@ -195,6 +201,7 @@ class BatchNorm {
     a.eps = T(eps_);
     a.used_mean = scratch;
     a.inv_std = scratch + c_;
+    a.partial = partials(scratch);
     batch_norm_forward(ctx, in, x, a, y);
   }
 
@@ -205,6 +212,9 @@ class BatchNorm {
     a.gamma = t.gamma;
     a.used_mean = scratch;
     a.inv_std = scratch + c_;
+    a.mean_dy = scratch + 2 * c_;
+    a.proj = scratch + 3 * c_;
+    a.partial = partials(scratch);
     a.batch = use_batch(c);
     a.dgamma = t.dgamma;
     a.dbeta = t.dbeta;
@@ -213,6 +223,8 @@ class BatchNorm {
 
  private:
   static bool use_batch(const Context& c) { return c.training || c.batch_stats_in_eval; }
+  // 4 C values of T (a multiple of 8 bytes for float and double) in, the partial sums start.
+  double* partials(T* scratch) const { return reinterpret_cast<double*>(scratch + 4 * c_); }
   int64_t c_;
   double momentum_, eps_;
 };

@@ -79,24 +79,25 @@ inline kernels::ConvShape conv_shape(const ops::ConvGeometry& g) {
 // ---- LRT (kernels/lrt.cuh) ----
 
 // y (N, O, P) = mean + eps * sqrt(v + e0); mean = y (add_to_y) or bias[o] (or 0). v is kept.
+// step, when not null, is a device word that replaces key.step when the kernel runs (graphs).
 template <class T>
 void lrt_forward(GpuContext& ctx, const NoiseKey& key, const ops::LrtLayout& L, const T* bias,
-                 bool add_to_y, T e0, const T* v, T* y) {
+                 bool add_to_y, T e0, const T* v, T* y, const uint32_t* step = nullptr) {
   const kernels::LrtShape s = lrt_shape(L);
   if (s.numel() == 0) return;
   kernels::lrt_forward_kernel<T><<<grid_for((s.numel() + 3) / 4), kThreads, 0, ctx.stream()>>>(
-      key, s, bias, add_to_y, e0, v, y);
+      key, step, s, bias, add_to_y, e0, v, y);
   VARNET_CUDA_CHECK_LAUNCH("lrt_forward_kernel");
 }
 
 // dv = dL/dv = dy * eps / (2 sqrt(v + e0)) with eps recomputed from key; dv may be v.
 template <class T>
 void lrt_backward(GpuContext& ctx, const NoiseKey& key, const ops::LrtLayout& L, T e0, const T* dy,
-                  const T* v, T* dv) {
+                  const T* v, T* dv, const uint32_t* step = nullptr) {
   const kernels::LrtShape s = lrt_shape(L);
   if (s.numel() == 0) return;
   kernels::lrt_backward_kernel<T>
-      <<<grid_for((s.numel() + 3) / 4), kThreads, 0, ctx.stream()>>>(key, s, e0, dy, v, dv);
+      <<<grid_for((s.numel() + 3) / 4), kThreads, 0, ctx.stream()>>>(key, step, s, e0, dy, v, dv);
   VARNET_CUDA_CHECK_LAUNCH("lrt_backward_kernel");
 }
 
@@ -167,6 +168,17 @@ void variance_backward(GpuContext& ctx, bool log_sigma2, const T* p, const T* s2
   kernels::variance_backward_kernel<T>
       <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, log_sigma2, p, s2, ds2, dp);
   VARNET_CUDA_CHECK_LAUNCH("variance_backward_kernel");
+}
+
+// s2 = p^2 (or exp(p) when log_sigma2) over count_s, and x2 = x * x over count_x, in one launch.
+template <class T>
+void variance_square_forward(GpuContext& ctx, bool log_sigma2, const T* p, T* s2, int64_t count_s,
+                             const T* x, T* x2, int64_t count_x) {
+  const int64_t groups = (std::max<int64_t>(count_s, 0) + 3) / 4 + (std::max<int64_t>(count_x, 0) + 3) / 4;
+  if (groups == 0) return;
+  kernels::variance_square_forward_kernel<T><<<grid_for(groups), kThreads, 0, ctx.stream()>>>(
+      std::max<int64_t>(count_s, 0), log_sigma2, p, s2, std::max<int64_t>(count_x, 0), x, x2);
+  VARNET_CUDA_CHECK_LAUNCH("variance_square_forward_kernel");
 }
 
 // y = x * x (y may be x).
@@ -349,9 +361,25 @@ inline unsigned batch_norm_blocks(int64_t channels) {
   return static_cast<unsigned>(std::min<int64_t>(channels, 65535));
 }
 
+// Doubles of partial results the batch-norm kernels need for input `in` (BatchNorm's scratch).
+inline int64_t batch_norm_partials(const Shape& in) {
+  const kernels::BatchNormShape s = batch_norm_shape(in);
+  return 3 * s.c * s.chunks();
+}
+
+namespace detail {
+// The grid of the per-chunk kernels: (chunks, channels).
+inline dim3 batch_norm_chunk_grid(const kernels::BatchNormShape& s) {
+  check(s.c <= 65535 && s.chunks() < (int64_t(1) << 31), "cuda batch norm",
+        "at most 65535 channels and 2^31 chunks per channel", "C ", s.c, ", chunks ", s.chunks());
+  return dim3(static_cast<unsigned>(s.chunks()), static_cast<unsigned>(s.c));
+}
+}  // namespace detail
+
 // y = gamma (x - mean) / sqrt(var + eps) + beta per channel, with batch statistics (a.batch;
 // more than one value per channel needed) or the running ones; writes a.used_mean and
-// a.inv_std (C each) for backward and, with a.update_running, the running estimates.
+// a.inv_std (C each) for backward and, with a.update_running, the running estimates. With batch
+// statistics a.partial needs batch_norm_partials(in) doubles.
 template <class T>
 void batch_norm_forward(GpuContext& ctx, const Shape& in, const T* x,
                         const kernels::BatchNormForwardArgs<T>& a, T* y) {
@@ -360,26 +388,67 @@ void batch_norm_forward(GpuContext& ctx, const Shape& in, const T* x,
         "more than one value per channel to compute batch statistics", "input of shape ", in);
   check(!a.update_running || a.batch, "cuda::batch_norm_forward",
         "running estimates updated only from batch statistics", "an update without them");
-  check(a.gamma && a.beta && a.used_mean && a.inv_std &&
+  check(a.gamma && a.beta && a.used_mean && a.inv_std && (!a.batch || a.partial) &&
             ((a.batch && !a.update_running) || (a.running_mean && a.running_var)),
-        "cuda::batch_norm_forward", "gamma, beta, used_mean, inv_std (and running statistics)",
-        "a null pointer");
-  kernels::batch_norm_forward_kernel<T>
-      <<<batch_norm_blocks(s.c), kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, s, a, y);
-  VARNET_CUDA_CHECK_LAUNCH("batch_norm_forward_kernel");
+        "cuda::batch_norm_forward",
+        "gamma, beta, used_mean, inv_std, partial (and running statistics)", "a null pointer");
+  if (s.numel() == 0) return;
+  const bool small = fits_int32(s.numel());
+  if (a.batch) {
+    const dim3 grid = detail::batch_norm_chunk_grid(s);
+    if (small)
+      kernels::batch_norm_moments_kernel<T, int32_t>
+          <<<grid, kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, s, a.partial);
+    else
+      kernels::batch_norm_moments_kernel<T, int64_t>
+          <<<grid, kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, s, a.partial);
+    VARNET_CUDA_CHECK_LAUNCH("batch_norm_moments_kernel");
+  }
+  kernels::batch_norm_stats_kernel<T>
+      <<<batch_norm_blocks(s.c), kernels::kBatchNormThreads, 0, ctx.stream()>>>(s, a);
+  VARNET_CUDA_CHECK_LAUNCH("batch_norm_stats_kernel");
+  if (small)
+    kernels::batch_norm_apply_kernel<T, int32_t><<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(
+        x, s, a.gamma, a.beta, a.used_mean, a.inv_std, y);
+  else
+    kernels::batch_norm_apply_kernel<T, int64_t><<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(
+        x, s, a.gamma, a.beta, a.used_mean, a.inv_std, y);
+  VARNET_CUDA_CHECK_LAUNCH("batch_norm_apply_kernel");
 }
 
 // dgamma += sum dy xhat, dbeta += sum dy per channel; dx (N, C, P) overwritten (skipped when
-// null) with the gradient through the statistics forward used (a.batch as in forward).
+// null) with the gradient through the statistics forward used (a.batch as in forward). a.partial
+// needs batch_norm_partials(in) doubles, a.mean_dy and a.proj C values each.
 template <class T>
 void batch_norm_backward(GpuContext& ctx, const Shape& in, const T* x, const T* dy,
                          const kernels::BatchNormBackwardArgs<T>& a, T* dx) {
   const kernels::BatchNormShape s = batch_norm_shape(in);
-  check(a.gamma && a.used_mean && a.inv_std && a.dgamma && a.dbeta, "cuda::batch_norm_backward",
-        "gamma, used_mean, inv_std, dgamma and dbeta", "a null pointer");
-  kernels::batch_norm_backward_kernel<T>
-      <<<batch_norm_blocks(s.c), kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, dy, s, a, dx);
-  VARNET_CUDA_CHECK_LAUNCH("batch_norm_backward_kernel");
+  check(a.gamma && a.used_mean && a.inv_std && a.dgamma && a.dbeta && a.partial && a.mean_dy &&
+            a.proj,
+        "cuda::batch_norm_backward",
+        "gamma, used_mean, inv_std, dgamma, dbeta and the partial, mean_dy, proj scratch",
+        "a null pointer");
+  if (s.numel() == 0) return;
+  const bool small = fits_int32(s.numel());
+  const dim3 grid = detail::batch_norm_chunk_grid(s);
+  if (small)
+    kernels::batch_norm_grad_sums_kernel<T, int32_t>
+        <<<grid, kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, dy, s, a);
+  else
+    kernels::batch_norm_grad_sums_kernel<T, int64_t>
+        <<<grid, kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, dy, s, a);
+  VARNET_CUDA_CHECK_LAUNCH("batch_norm_grad_sums_kernel");
+  kernels::batch_norm_grad_stats_kernel<T>
+      <<<batch_norm_blocks(s.c), kernels::kBatchNormThreads, 0, ctx.stream()>>>(s, a);
+  VARNET_CUDA_CHECK_LAUNCH("batch_norm_grad_stats_kernel");
+  if (!dx) return;
+  if (small)
+    kernels::batch_norm_grad_apply_kernel<T, int32_t>
+        <<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(x, dy, s, a, dx);
+  else
+    kernels::batch_norm_grad_apply_kernel<T, int64_t>
+        <<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(x, dy, s, a, dx);
+  VARNET_CUDA_CHECK_LAUNCH("batch_norm_grad_apply_kernel");
 }
 
 }  // namespace varnet::cuda

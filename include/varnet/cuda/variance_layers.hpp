@@ -11,7 +11,9 @@
 // Only the Gaussian (LRT) distribution runs here; Bernoulli and uniform weights throw.
 //
 // Everything is a device pointer; the work is enqueued on ctx's stream (no synchronisation).
-// Noise: pass NoiseKey{seed, layer id, step, stream}, as the CPU layer's noise_key(ctx).
+// Noise: pass NoiseKey{seed, layer id, step, stream}, as the CPU layer's noise_key(ctx). With a
+// device_step (a device word), the kernels read the key's step from it when they run: a captured
+// CUDA graph of a training step then draws each replayed step's own noise.
 #pragma once
 
 #include <cstdint>
@@ -80,21 +82,23 @@ class VarianceLinear {
   int64_t scratch_size(int64_t n) const { return 2 * out_ * in_ + n * in_ + n * out_; }
 
   void forward(GpuContext& ctx, const VarianceTensors<T>& w, int64_t n, const T* x, T* y,
-               T* scratch, const NoiseKey& key, PredictMode mode) const {
+               T* scratch, const NoiseKey& key, PredictMode mode,
+               const uint32_t* device_step = nullptr) const {
     check(n >= 0, "cuda::VarianceLinear", "a batch size >= 0", n);
     detail::expect_tensors(w, opt_, false, "VarianceLinear");
     const T* bias = opt_.bias ? w.bias : nullptr;
     if (mode == PredictMode::mean) return bias_forward(ctx, bias, n, out_, 1, y);
     const int64_t OI = out_ * in_;
     T *s2 = scratch, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
-    variance_forward(ctx, log_param(), w.param, s2, OI);
-    square_forward(ctx, x, x2, n * in_);
+    variance_square_forward(ctx, log_param(), w.param, s2, OI, x, x2, n * in_);
     gemm(ctx, Op::N, Op::T, n, out_, in_, T(1), x2, s2, T(0), v);  // v (N, O) = x2 s2^T
-    lrt_forward(ctx, key, ops::LrtLayout{n, out_, 1, false}, bias, false, T(opt_.e0), v, y);
+    lrt_forward(ctx, key, ops::LrtLayout{n, out_, 1, false}, bias, false, T(opt_.e0), v, y,
+                device_step);
   }
 
   void backward(GpuContext& ctx, const VarianceTensors<T>& w, int64_t n, const T* x, const T* dy,
-                T* dx, T* scratch, const NoiseKey& key, PredictMode mode) const {
+                T* dx, T* scratch, const NoiseKey& key, PredictMode mode,
+                const uint32_t* device_step = nullptr) const {
     check(n >= 0, "cuda::VarianceLinear", "a batch size >= 0", n);
     detail::expect_tensors(w, opt_, true, "VarianceLinear");
     if (opt_.bias) bias_backward(ctx, dy, n, out_, 1, w.dbias);
@@ -104,7 +108,8 @@ class VarianceLinear {
     }
     const int64_t OI = out_ * in_;
     T *s2 = scratch, *ds2 = scratch + OI, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
-    lrt_backward(ctx, key, ops::LrtLayout{n, out_, 1, false}, T(opt_.e0), dy, v, v);  // dL/dv
+    lrt_backward(ctx, key, ops::LrtLayout{n, out_, 1, false}, T(opt_.e0), dy, v, v,  // dL/dv
+                 device_step);
     gemm(ctx, Op::T, Op::N, out_, in_, n, T(1), v, x2, T(0), ds2);  // ds2 (O, I) = dV^T x2
     variance_backward(ctx, log_param(), w.param, s2, ds2, w.dparam, OI);
     if (dx) {
@@ -152,7 +157,8 @@ class VarianceConv2d {
   }
 
   void forward(GpuContext& ctx, const VarianceTensors<T>& w, const Shape& in, const T* x, T* y,
-               T* scratch, const NoiseKey& key, PredictMode mode) const {
+               T* scratch, const NoiseKey& key, PredictMode mode,
+               const uint32_t* device_step = nullptr) const {
     const ops::ConvGeometry g = geometry(in);
     detail::expect_tensors(w, opt_, false, "VarianceConv2d");
     const int64_t n = in.n, R = g.rows(), OR = g.out_c * R, NP = n * g.plane();
@@ -163,11 +169,12 @@ class VarianceConv2d {
     im2col_forward(ctx, x, n, g, static_cast<T*>(nullptr), cols2);
     gemm(ctx, Op::N, Op::N, g.out_c, NP, R, T(1), s2, cols2, T(0), v);  // v (O, NP) = s2 cols2
     lrt_forward(ctx, key, ops::LrtLayout{n, g.out_c, g.plane(), true}, bias, false, T(opt_.e0), v,
-                y);
+                y, device_step);
   }
 
   void backward(GpuContext& ctx, const VarianceTensors<T>& w, const Shape& in, const T* x,
-                const T* dy, T* dx, T* scratch, const NoiseKey& key, PredictMode mode) const {
+                const T* dy, T* dx, T* scratch, const NoiseKey& key, PredictMode mode,
+                const uint32_t* device_step = nullptr) const {
     const ops::ConvGeometry g = geometry(in);
     detail::expect_tensors(w, opt_, true, "VarianceConv2d");
     const int64_t n = in.n, R = g.rows(), OR = g.out_c * R, NP = n * g.plane();
@@ -177,7 +184,8 @@ class VarianceConv2d {
       return;
     }
     T *s2 = scratch, *ds2 = scratch + OR, *cols2 = scratch + 2 * OR, *v = cols2 + R * NP;
-    lrt_backward(ctx, key, ops::LrtLayout{n, g.out_c, g.plane(), true}, T(opt_.e0), dy, v, v);
+    lrt_backward(ctx, key, ops::LrtLayout{n, g.out_c, g.plane(), true}, T(opt_.e0), dy, v, v,
+                 device_step);
     gemm(ctx, Op::N, Op::T, g.out_c, R, NP, T(1), v, cols2, T(0), ds2);  // ds2 = dV cols2^T
     variance_backward(ctx, log_param(), w.param, s2, ds2, w.dparam, OR);
     if (dx) {

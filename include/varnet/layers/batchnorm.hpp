@@ -25,6 +25,9 @@ class BatchNorm : public Layer<T> {
           ", momentum ", momentum, ", eps ", eps);
   }
   std::string kind() const override { return "BatchNorm"; }
+  int64_t channels() const { return c_; }
+  double momentum() const { return momentum_; }
+  double eps() const { return eps_; }
   std::string describe() const override { return str(kind(), "(", c_, ")"); }
   Shape output_shape(const Shape& in) const override {
     check(in.c == c_, this->where(), str("input with ", c_, " channels"), "input of shape ", in);

@@ -37,6 +37,9 @@ class ConvShaped : public Layer<T> {
                ", stride ", opt_.stride, ", pad ", opt_.pad, opt_.bias ? ", bias" : "", ")");
   }
   int64_t fan_in() const { return in_c_ * opt_.kernel * opt_.kernel; }
+  int64_t in_channels() const { return in_c_; }
+  int64_t out_channels() const { return out_c_; }
+  const ConvOptions& conv_options() const { return opt_; }
   WeightStats weight_stats(double) const override { return unpruned_weights(out_c_ * fan_in()); }
 
  protected:

@@ -16,6 +16,9 @@ class Linear : public Layer<T> {
   }
 
   std::string kind() const override { return "Linear"; }
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+  bool has_bias() const { return has_bias_; }
   std::string describe() const override {
     return str(kind(), "(", in_, " -> ", out_, has_bias_ ? ", bias" : "", ")");
   }

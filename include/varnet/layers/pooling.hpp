@@ -17,6 +17,8 @@ class MaxPool2d : public Layer<T> {
           "kernel ", kernel, ", stride ", stride);
   }
   std::string kind() const override { return "MaxPool2d"; }
+  int64_t kernel() const { return k_; }
+  int64_t stride() const { return s_; }
   std::string describe() const override {
     return str(kind(), "(", k_, "x", k_, ", stride ", s_, ")");
   }

@@ -132,6 +132,8 @@ class VarianceLinear : public Layer<T> {
   }
 
   std::string kind() const override { return "VarianceLinear"; }
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
   std::string describe() const override {
     return str(kind(), "(", in_, " -> ", out_, ", ", describe_variance(w_.opt), ")");
   }

@@ -1,0 +1,461 @@
+// cuda::Network: the GPU twin of a built varnet::Network. It mirrors the host network layer by
+// layer onto the GPU layers (cuda/layers.hpp, cuda/variance_layers.hpp), with the same flat
+// parameter, gradient and state layout, so that
+//   - the host network stays the model of record: build it with the usual builders (make_lenet5,
+//     make_vgg), upload() its values, train on the GPU, download() them back to evaluate on the
+//     CPU, save or checkpoint;
+//   - the GPU draws the same noise as the CPU (same layer ids, same NoiseKey), and the parity
+//     tests compare the two networks' outputs and gradients directly.
+// Supported layers: Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, and VarianceConv2d /
+// VarianceLinear with Gaussian weights. Any other layer is refused at construction with its name.
+// Per-layer prediction modes (Layer::mode_override) are copied when the mirror is made.
+//
+// Activations live in workspace slots as on the host (slot k: sample k of the K-sample
+// objective); a slot's buffers grow to the largest batch seen and are reused, so a training step
+// allocates nothing after the first. Everything runs on the GpuContext's stream without waiting.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "varnet/core/context.hpp"
+#include "varnet/core/tensor.hpp"
+#include "varnet/layers/activations.hpp"
+#include "varnet/layers/batchnorm.hpp"
+#include "varnet/layers/conv2d.hpp"
+#include "varnet/layers/flatten.hpp"
+#include "varnet/layers/linear.hpp"
+#include "varnet/layers/pooling.hpp"
+#include "varnet/layers/variance.hpp"
+#include "varnet/nn/network.hpp"
+
+#include "varnet/cuda/device_buffer.hpp"
+#include "varnet/cuda/handle.hpp"
+#include "varnet/cuda/layers.hpp"
+#include "varnet/cuda/variance_layers.hpp"
+
+namespace varnet::cuda {
+
+namespace detail {
+
+// What one layer call sees: the stream, the host context, the base pointers of the flat buffers
+// and, for graph replays, the device word holding the step.
+template <class T>
+struct Pass {
+  GpuContext& gpu;
+  const Context& ctx;
+  T* params;
+  T* grads;
+  T* state;
+  const uint32_t* device_step;
+};
+
+// Offsets of a layer's tensors in the flat buffers (-1: absent).
+struct Slot {
+  int64_t offset = -1;
+  bool trainable = true;
+  template <class T>
+  T* at(const Pass<T>& p) const {
+    return offset < 0 ? nullptr : (trainable ? p.params : p.state) + offset;
+  }
+  template <class T>
+  T* grad(const Pass<T>& p) const {
+    return offset < 0 || !trainable ? nullptr : p.grads + offset;
+  }
+};
+
+template <class T>
+class GpuLayer {
+ public:
+  GpuLayer(const Layer<T>& host) : id_(host.id()), mode_(host.mode_override()) {}
+  virtual ~GpuLayer() = default;
+  virtual int64_t scratch_size(const Shape& /*in*/) const { return 0; }
+  // True when the output is the input itself (Flatten): no buffer, no work.
+  virtual bool passthrough() const { return false; }
+  virtual void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) = 0;
+  // dx may be null (the first layer).
+  virtual void backward(const Pass<T>& p, const Shape& in, const T* x, const T* y, const T* dy,
+                        T* dx, T* scratch) = 0;
+
+ protected:
+  PredictMode mode(const Context& c) const { return mode_.value_or(c.mode); }
+  NoiseKey key(const Context& c) const { return layer_key(c, id_); }
+  uint32_t id_;
+  std::optional<PredictMode> mode_;
+};
+
+inline Slot find_slot(const ParamTable& t, const std::string& name, bool required = true) {
+  const ParamEntry* e = t.find(name);
+  check(e != nullptr || !required, "cuda::Network", "a tensor named '" + name + "'", "none");
+  Slot s;
+  if (e) {
+    s.offset = e->offset;
+    s.trainable = e->trainable;
+  }
+  return s;
+}
+
+template <class T>
+class ConvAdapter : public GpuLayer<T> {
+ public:
+  ConvAdapter(const varnet::Conv2d<T>& h, const ParamTable& t)
+      : GpuLayer<T>(h),
+        layer_(h.in_channels(), h.out_channels(), h.conv_options()),
+        w_(find_slot(t, h.name() + ".weight")),
+        b_(find_slot(t, h.name() + ".bias", h.conv_options().bias)) {}
+  int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in); }
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
+    layer_.forward(p.gpu, tensors(p), in, x, y, scratch);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T*, const T*, const T* dy, T* dx,
+                T* scratch) override {
+    layer_.backward(p.gpu, tensors(p), in, dy, dx, scratch);
+  }
+
+ private:
+  WeightTensors<T> tensors(const Pass<T>& p) const {
+    return {w_.at(p), b_.at(p), w_.grad(p), b_.grad(p)};
+  }
+  cuda::Conv2d<T> layer_;
+  Slot w_, b_;
+};
+
+template <class T>
+class LinearAdapter : public GpuLayer<T> {
+ public:
+  LinearAdapter(const varnet::Linear<T>& h, const ParamTable& t)
+      : GpuLayer<T>(h),
+        layer_(h.in_features(), h.out_features(), h.has_bias()),
+        w_(find_slot(t, h.name() + ".weight")),
+        b_(find_slot(t, h.name() + ".bias", h.has_bias())) {}
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
+    layer_.forward(p.gpu, tensors(p), in.n, x, y);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
+                T*) override {
+    layer_.backward(p.gpu, tensors(p), in.n, x, dy, dx);
+  }
+
+ private:
+  WeightTensors<T> tensors(const Pass<T>& p) const {
+    return {w_.at(p), b_.at(p), w_.grad(p), b_.grad(p)};
+  }
+  cuda::Linear<T> layer_;
+  Slot w_, b_;
+};
+
+template <class T>
+class BatchNormAdapter : public GpuLayer<T> {
+ public:
+  BatchNormAdapter(const varnet::BatchNorm<T>& h, const ParamTable& t)
+      : GpuLayer<T>(h),
+        layer_(h.channels(), h.momentum(), h.eps()),
+        gamma_(find_slot(t, h.name() + ".weight")),
+        beta_(find_slot(t, h.name() + ".bias")),
+        mean_(find_slot(t, h.name() + ".running_mean")),
+        var_(find_slot(t, h.name() + ".running_var")) {}
+  int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in); }
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
+    layer_.forward(p.gpu, tensors(p), in, x, y, scratch, p.ctx);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
+                T* scratch) override {
+    layer_.backward(p.gpu, tensors(p), in, x, dy, dx, scratch, p.ctx);
+  }
+
+ private:
+  BatchNormTensors<T> tensors(const Pass<T>& p) const {
+    BatchNormTensors<T> b;
+    b.gamma = gamma_.at(p);
+    b.beta = beta_.at(p);
+    b.running_mean = mean_.at(p);
+    b.running_var = var_.at(p);
+    b.dgamma = gamma_.grad(p);
+    b.dbeta = beta_.grad(p);
+    return b;
+  }
+  cuda::BatchNorm<T> layer_;
+  Slot gamma_, beta_, mean_, var_;
+};
+
+template <class T>
+class ReluAdapter : public GpuLayer<T> {
+ public:
+  using GpuLayer<T>::GpuLayer;
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
+    layer_.forward(p.gpu, in, x, y);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T*, const T* y, const T* dy, T* dx,
+                T*) override {
+    layer_.backward(p.gpu, in, y, dy, dx);
+  }
+
+ private:
+  cuda::ReLU<T> layer_;
+};
+
+template <class T>
+class PoolAdapter : public GpuLayer<T> {
+ public:
+  explicit PoolAdapter(const varnet::MaxPool2d<T>& h)
+      : GpuLayer<T>(h), layer_(h.kernel(), h.stride()) {}
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
+    layer_.forward(p.gpu, in, x, y);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
+                T*) override {
+    layer_.backward(p.gpu, in, x, dy, dx);
+  }
+
+ private:
+  cuda::MaxPool2d<T> layer_;
+};
+
+template <class T>
+class FlattenAdapter : public GpuLayer<T> {
+ public:
+  using GpuLayer<T>::GpuLayer;
+  bool passthrough() const override { return true; }
+  void forward(const Pass<T>&, const Shape&, const T*, T*, T*) override {}
+  void backward(const Pass<T>&, const Shape&, const T*, const T*, const T*, T*, T*) override {}
+};
+
+template <class T>
+class VarianceLinearAdapter : public GpuLayer<T> {
+ public:
+  VarianceLinearAdapter(const varnet::VarianceLinear<T>& h, const ParamTable& t)
+      : GpuLayer<T>(h),
+        layer_(h.in_features(), h.out_features(), h.options()),
+        param_(find_slot(t, h.name() + "." + to_string(h.options().param))),
+        b_(find_slot(t, h.name() + ".bias", h.options().bias)) {}
+  int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in.n); }
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
+    layer_.forward(p.gpu, tensors(p), in.n, x, y, scratch, this->key(p.ctx), this->mode(p.ctx),
+                   p.device_step);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
+                T* scratch) override {
+    layer_.backward(p.gpu, tensors(p), in.n, x, dy, dx, scratch, this->key(p.ctx),
+                    this->mode(p.ctx), p.device_step);
+  }
+
+ private:
+  VarianceTensors<T> tensors(const Pass<T>& p) const {
+    return {param_.at(p), b_.at(p), param_.grad(p), b_.grad(p)};
+  }
+  cuda::VarianceLinear<T> layer_;
+  Slot param_, b_;
+};
+
+template <class T>
+class VarianceConvAdapter : public GpuLayer<T> {
+ public:
+  VarianceConvAdapter(const varnet::VarianceConv2d<T>& h, const ParamTable& t)
+      : GpuLayer<T>(h),
+        layer_(h.in_channels(), h.out_channels(), h.conv_options(), h.options()),
+        param_(find_slot(t, h.name() + "." + to_string(h.options().param))),
+        b_(find_slot(t, h.name() + ".bias", h.options().bias)) {}
+  int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in); }
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
+    layer_.forward(p.gpu, tensors(p), in, x, y, scratch, this->key(p.ctx), this->mode(p.ctx),
+                   p.device_step);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
+                T* scratch) override {
+    layer_.backward(p.gpu, tensors(p), in, x, dy, dx, scratch, this->key(p.ctx),
+                    this->mode(p.ctx), p.device_step);
+  }
+
+ private:
+  VarianceTensors<T> tensors(const Pass<T>& p) const {
+    return {param_.at(p), b_.at(p), param_.grad(p), b_.grad(p)};
+  }
+  cuda::VarianceConv2d<T> layer_;
+  Slot param_, b_;
+};
+
+// The GPU twin of one host layer, or varnet::Error naming it when it has none.
+template <class T>
+std::unique_ptr<GpuLayer<T>> mirror(const Layer<T>& l, const ParamTable& t) {
+  if (auto* c = dynamic_cast<const varnet::Conv2d<T>*>(&l))
+    return std::make_unique<ConvAdapter<T>>(*c, t);
+  if (auto* c = dynamic_cast<const varnet::Linear<T>*>(&l))
+    return std::make_unique<LinearAdapter<T>>(*c, t);
+  if (auto* c = dynamic_cast<const varnet::BatchNorm<T>*>(&l))
+    return std::make_unique<BatchNormAdapter<T>>(*c, t);
+  if (dynamic_cast<const varnet::ReLU<T>*>(&l)) return std::make_unique<ReluAdapter<T>>(l);
+  if (auto* c = dynamic_cast<const varnet::MaxPool2d<T>*>(&l))
+    return std::make_unique<PoolAdapter<T>>(*c);
+  if (dynamic_cast<const varnet::Flatten<T>*>(&l)) return std::make_unique<FlattenAdapter<T>>(l);
+  const auto gaussian = [&](const VarianceOptions& o) {
+    check(o.dist == WeightDist::gaussian, "cuda::Network",
+          str("Gaussian weights in layer '", l.name(), "' (the only variance family on the GPU)"),
+          to_string(o.dist), " weights");
+  };
+  if (auto* c = dynamic_cast<const varnet::VarianceLinear<T>*>(&l)) {
+    gaussian(c->options());
+    return std::make_unique<VarianceLinearAdapter<T>>(*c, t);
+  }
+  if (auto* c = dynamic_cast<const varnet::VarianceConv2d<T>*>(&l)) {
+    gaussian(c->options());
+    return std::make_unique<VarianceConvAdapter<T>>(*c, t);
+  }
+  fail("cuda::Network",
+       "layers with a GPU version (Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, "
+       "Gaussian VarianceConv2d and VarianceLinear)",
+       str("layer '", l.name(), "' of kind ", l.kind()));
+}
+
+}  // namespace detail
+
+template <class T>
+class Network {
+ public:
+  // Mirrors `host` (built) and uploads its parameters and state.
+  Network(GpuContext& gpu, const varnet::Network<T>& host) : gpu_(gpu) {
+    check(host.built(), "cuda::Network", "a built host network", "build() not called");
+    input_ = host.input_shape();
+    output_ = host.output_shape();
+    Shape s = input_;
+    for (size_t i = 0; i < host.size(); ++i) {
+      layers_.push_back(detail::mirror(host.layer(i), host.table()));
+      s = host.layer(i).output_shape(s);
+      out_shapes_.push_back(s);
+    }
+    params_.resize(host.params().size());
+    grads_.resize(host.params().size());
+    state_.resize(host.state().size());
+    upload(host);
+    grads_.zero(gpu_.stream());
+  }
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  // Copies the host network's parameters and state to the GPU (waits).
+  void upload(const varnet::Network<T>& host) {
+    expect_layout(host, "cuda::Network::upload");
+    params_.upload(host.params().data(), host.params().size(), gpu_.stream());
+    state_.upload(host.state().data(), host.state().size(), gpu_.stream());
+  }
+  // Copies the GPU's parameters and state into the host network (waits).
+  void download(varnet::Network<T>& host) const {
+    expect_layout(host, "cuda::Network::download");
+    params_.download(host.params().data(), gpu_.stream());
+    state_.download(host.state().data(), gpu_.stream());
+  }
+
+  // Runs every layer on x (N, C, H, W) on the device; returns the device output (N, classes),
+  // valid until the next forward on this slot. device_step: see cuda/variance_layers.hpp.
+  const T* forward(const T* x, int64_t n, const Context& ctx, size_t slot = 0,
+                   const uint32_t* device_step = nullptr) {
+    check(n > 0, "cuda::Network::forward", "a batch of at least one input", n);
+    Workspace& ws = workspace(slot);
+    if (ws.batch != n) size_workspace(ws, n);
+    ws.input = x;
+    const detail::Pass<T> p = pass(ctx, device_step);
+    const T* in = x;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      T* out = layers_[i]->passthrough() ? const_cast<T*>(in) : ws.acts[i].data();
+      if (!layers_[i]->passthrough())
+        layers_[i]->forward(p, ws.in_shape[i], in, out, ws.scratch[i].data());
+      ws.out[i] = out;
+      in = out;
+    }
+    return in;
+  }
+
+  // Backpropagates dL/d(output) (N, classes) of the forward pass in `slot`: parameter gradients
+  // accumulate into grads(). The context must be the one forward ran with.
+  void backward(const T* dout, const Context& ctx, size_t slot = 0,
+                const uint32_t* device_step = nullptr) {
+    check(slot < workspaces_.size() && workspaces_[slot].input, "cuda::Network::backward",
+          "a forward pass on this slot first", "none on slot ", slot);
+    Workspace& ws = workspaces_[slot];
+    const detail::Pass<T> p = pass(ctx, device_step);
+    const T* dy = dout;
+    int held = -1;  // which ping-pong buffer holds dy (-1: the caller's)
+    for (size_t i = layers_.size(); i-- > 0;) {
+      if (layers_[i]->passthrough()) continue;  // dx is dy
+      const T* x = i == 0 ? ws.input : ws.out[i - 1];
+      T* dx = nullptr;
+      int target = held == 0 ? 1 : 0;
+      if (i > 0) dx = ws.grad[target].data();
+      layers_[i]->backward(p, ws.in_shape[i], x, ws.out[i], dy, dx, ws.scratch[i].data());
+      dy = dx;
+      held = target;
+    }
+  }
+
+  void zero_grad() { grads_.zero(gpu_.stream()); }
+
+  Shape input_shape() const { return input_; }
+  Shape output_shape() const { return output_; }
+  int64_t param_count() const { return int64_t(params_.size()); }
+  T* params() { return params_.data(); }
+  T* grads() { return grads_.data(); }
+  T* state() { return state_.data(); }
+  const DeviceBuffer<T>& param_buffer() const { return params_; }
+  const DeviceBuffer<T>& grad_buffer() const { return grads_; }
+  const DeviceBuffer<T>& state_buffer() const { return state_; }
+  GpuContext& gpu() { return gpu_; }
+
+ private:
+  struct Workspace {
+    const T* input = nullptr;
+    std::vector<Shape> in_shape;              // layer i's input shape
+    std::vector<DeviceBuffer<T>> acts;        // layer i's output (empty for passthroughs)
+    std::vector<DeviceBuffer<T>> scratch;     // layer i's scratch
+    std::vector<const T*> out;                // where layer i's output is
+    DeviceBuffer<T> grad[2];                  // ping-pong input gradients
+    int64_t batch = -1;
+  };
+
+  Workspace& workspace(size_t slot) {
+    if (workspaces_.size() <= slot) workspaces_.resize(slot + 1);
+    return workspaces_[slot];
+  }
+  // Shapes and buffers for batch n, worked out only when the batch changes.
+  void size_workspace(Workspace& ws, int64_t n) {
+    const size_t L = layers_.size();
+    ws.in_shape.resize(L);
+    ws.acts.resize(L);
+    ws.scratch.resize(L);
+    ws.out.assign(L, nullptr);
+    Shape s = input_.with_batch(n);
+    int64_t largest_input = 0;
+    for (size_t i = 0; i < L; ++i) {
+      ws.in_shape[i] = s;
+      const Shape o = out_shapes_[i].with_batch(n);
+      if (!layers_[i]->passthrough()) ws.acts[i].resize(size_t(o.numel()));
+      ws.scratch[i].resize(size_t(layers_[i]->scratch_size(s)));
+      if (i > 0) largest_input = std::max(largest_input, s.numel());
+      s = o;
+    }
+    ws.grad[0].resize(size_t(largest_input));
+    ws.grad[1].resize(size_t(largest_input));
+    ws.batch = n;
+  }
+  detail::Pass<T> pass(const Context& ctx, const uint32_t* device_step) {
+    return detail::Pass<T>{gpu_, ctx, params_.data(), grads_.data(), state_.data(), device_step};
+  }
+  void expect_layout(const varnet::Network<T>& host, const char* where) const {
+    check(host.params().size() == params_.size() && host.state().size() == state_.size(), where,
+          str("a host network with ", params_.size(), " parameters and ", state_.size(),
+              " state values"),
+          host.params().size(), " and ", host.state().size());
+  }
+
+  GpuContext& gpu_;
+  std::vector<std::unique_ptr<detail::GpuLayer<T>>> layers_;
+  std::vector<Shape> out_shapes_;  // layer i's output for one sample, from the host network
+  DeviceBuffer<T> params_, grads_, state_;
+  std::vector<Workspace> workspaces_;
+  Shape input_, output_;
+};
+
+}  // namespace varnet::cuda

@@ -1,0 +1,263 @@
+// Training on the GPU: a labelled data set kept in device memory (DeviceData) and cuda::Trainer,
+// the twin of varnet::Trainer with Adam and a linearly decaying learning rate.
+//
+// A step is: gather the batch on the device, zero the gradients, K forward passes, the K-sample
+// cross-entropy, K backward passes, Adam, and the step's loss sums. Every per-step value (the
+// step counter that keys the noise and the batch, Adam's scalars, the learning rate) is read from
+// device memory by the kernels, so the host enqueues the same launches every step and, with
+// TrainerOptions::graph, captures them once in a CUDA graph and replays it: one launch per step.
+// The host waits for the GPU once per epoch, to read the epoch's loss and accuracy and the
+// non-finite flags; a non-finite gradient or loss is reported then, naming the epoch's steps.
+//
+// Same numbers as the CPU: the same noise (NoiseKey per layer, step and sample), the same data
+// order (shuffled_order), Adam's scalars as varnet::Adam computes them, so a run on either
+// backend follows the same trajectory up to float rounding; with TrainerOptions::augment, each
+// image is cropped and flipped as data::augment_batch does. Not on the GPU: a KL term,
+// per-parameter learning-rate scales.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "varnet/core/context.hpp"
+#include "varnet/data/augment.hpp"
+#include "varnet/data/idx.hpp"
+#include "varnet/nn/optimizer.hpp"
+#include "varnet/nn/trainer.hpp"
+
+#include "varnet/cuda/device_buffer.hpp"
+#include "varnet/cuda/network.hpp"
+#include "varnet/cuda/ops.hpp"
+#include "varnet/cuda/step_ops.hpp"
+
+namespace varnet::cuda {
+
+// A labelled image set in device memory: images (items, C, H, W) as float, labels (items).
+struct DeviceData {
+  DeviceBuffer<float> images;
+  DeviceBuffer<int32_t> labels;
+  Shape shape;  // (items, C, H, W)
+  int classes = 0;
+
+  DeviceData() = default;
+  DeviceData(GpuContext& gpu, const data::LabeledImages& d) {
+    shape = d.images.shape();
+    check(d.labels.size() == size_t(shape.n), "cuda::DeviceData(" + d.source + ")",
+          str("one label per image (", shape.n, ")"), d.labels.size(), " labels");
+    images.upload(d.images.data(), size_t(shape.numel()), gpu.stream());
+    labels.upload(d.labels, gpu.stream());
+    classes = d.classes;
+  }
+};
+
+struct TrainerOptions {
+  int samples = 1;     // K of the K-sample objective
+  uint64_t seed = 0;   // noise (the same seed as the host Trainer's)
+  int64_t batch = 128;
+  LinearDecay lr;      // the learning rate at each step
+  AdamOptions adam;
+  bool graph = false;  // capture a step in a CUDA graph and replay it
+  bool check_finite = true;
+  bool augment = false;          // crop and flip each image (data::augment_batch's transform)
+  data::AugmentOptions augment_options;
+};
+
+// What run_epoch returns, as train_epoch does on the host.
+struct GpuEpochResult {
+  double loss = 0;      // mean cross-entropy over the epoch's steps
+  double accuracy = 0;  // training accuracy of the sampled networks
+  int64_t images = 0;
+};
+
+template <class T>
+class Trainer {
+ public:
+  Trainer(Network<T>& net, const TrainerOptions& o, uint32_t first_step = 0)
+      : net_(net), gpu_(net.gpu()), opt_(o) {
+    check(o.samples >= 1 && o.samples <= kernels::kMaxXentSamples, "cuda::Trainer",
+          str("a sample count K in [1, ", kernels::kMaxXentSamples, "]"), o.samples);
+    check(o.batch >= 1, "cuda::Trainer", "a positive batch size", o.batch);
+    const size_t p = size_t(net.param_count());
+    m_.resize(p);
+    v_.resize(p);
+    m_.zero(gpu_.stream());
+    v_.zero(gpu_.stream());
+    const int64_t classes = net.output_shape().per_sample();
+    x_.resize(size_t(o.batch * net.input_shape().per_sample()));
+    y_.resize(size_t(o.batch));
+    logits_.resize(size_t(o.samples * o.batch * classes));
+    dlogits_.resize(logits_.size());
+    row_loss_.resize(size_t(o.batch));
+    row_correct_.resize(size_t(o.batch));
+    totals_.resize(2);
+    words_.resize(3);  // the step counter, the epoch's first step, the epoch
+    flags_.resize(2);  // a non-finite gradient, a label out of range
+    set_step(first_step);
+  }
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+  ~Trainer() {
+    if (exec_) (void)cudaGraphExecDestroy(exec_);
+  }
+
+  // The global step count: the next step's noise and learning rate (and the resume point).
+  uint32_t steps() const { return step_; }
+  void set_step(uint32_t s) {
+    step_ = s;
+    const uint32_t w[3] = {s, s, 0};
+    words_.upload(w, 3, gpu_.stream());
+  }
+
+  // Trains the steps of one epoch: batch s of `order` (indices into d) for s in [0, steps), the
+  // last partial batch dropped as on the host; `epoch` keys the augmentation. Waits for the GPU
+  // at the end.
+  GpuEpochResult run_epoch(const DeviceData& d, const std::vector<int64_t>& order, int64_t steps,
+                           uint32_t epoch = 0) {
+    check(d.shape.with_batch(1) == net_.input_shape(), "cuda::Trainer::run_epoch",
+          str("images of one sample's shape ", net_.input_shape()), d.shape);
+    check(steps >= 0 && steps * opt_.batch <= int64_t(order.size()), "cuda::Trainer::run_epoch",
+          str("at most ", int64_t(order.size()) / opt_.batch, " steps of batch ", opt_.batch),
+          steps);
+    order_host_.resize(order.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      check(order[i] >= 0 && order[i] < d.shape.n, "cuda::Trainer::run_epoch",
+            str("item indices in [0, ", d.shape.n, ")"), order[i], " at position ", i);
+      order_host_[i] = int32_t(order[i]);
+    }
+    order_.upload(order_host_, gpu_.stream());
+    const uint32_t w[3] = {step_, step_, epoch};
+    words_.upload(w, 3, gpu_.stream());
+    totals_.zero(gpu_.stream());
+    flags_.zero(gpu_.stream());
+    data_ = &d;
+    // A captured step holds the buffers' addresses: capture again if they moved.
+    const void* where[3] = {d.images.data(), d.labels.data(), order_.data()};
+    if (exec_ && !std::equal(where, where + 3, graph_buffers_)) {
+      (void)cudaGraphExecDestroy(exec_);
+      exec_ = nullptr;
+    }
+    for (int64_t s = 0; s < steps; ++s) {
+      if (!opt_.graph || eager_steps_ < 1) {
+        enqueue_step();  // the first step sizes every buffer: nothing allocates in a capture
+        if (opt_.graph) ++eager_steps_;
+      } else {
+        if (!exec_) capture();
+        VARNET_CUDA_CHECK(cudaGraphLaunch(exec_, gpu_.stream()));
+      }
+      ++step_;
+    }
+    const std::vector<double> totals = totals_.download(gpu_.stream());
+    const std::vector<int32_t> flags = flags_.download(gpu_.stream());
+    const uint32_t first = step_ - uint32_t(steps);
+    check(flags[1] == 0, "cuda::Trainer", str("labels in [0, ", net_.output_shape().c, ")"),
+          "a label out of range in steps ", first, "..", step_ - 1);
+    if (opt_.check_finite && (flags[0] != 0 || !std::isfinite(totals[0])))
+      throw NonFiniteError(str("training steps ", first, "..", step_ - 1,
+                               " on the GPU: expected finite ",
+                               flags[0] ? "gradients" : "losses",
+                               ", found a non-finite value (the GPU checks once per epoch)"));
+    GpuEpochResult r;
+    r.images = steps * opt_.batch;
+    r.loss = steps > 0 ? totals[0] / double(steps) : 0;
+    r.accuracy = steps > 0 ? totals[1] / double(r.images) : 0;
+    return r;
+  }
+
+  Network<T>& network() { return net_; }
+
+ private:
+  // The launches of one step; every value that changes between steps is read from the device.
+  void enqueue_step() {
+    const int64_t B = opt_.batch, C = net_.output_shape().per_sample();
+    const Shape in = net_.input_shape();
+    uint32_t* step = words_.data();
+    kernels::GatherAugment aug;
+    aug.on = opt_.augment;
+    aug.pad = opt_.augment_options.pad;
+    aug.flip = opt_.augment_options.flip;
+    aug.seed = opt_.augment_options.seed;
+    aug.c = in.c;
+    aug.h = in.h;
+    aug.w = in.w;
+    gather_batch(gpu_, data_->images.data(), data_->labels.data(), order_.data(), step, step + 1,
+                 step + 2, B, in.per_sample(), aug, x_.data(), y_.data());
+    net_.zero_grad();
+    for (int k = 0; k < opt_.samples; ++k) {
+      const T* out = net_.forward(x_.data(), B, train_context(k), size_t(k), step);
+      if (opt_.samples == 1) {
+        logits_ptr_ = out;
+      } else {
+        VARNET_CUDA_CHECK(cudaMemcpyAsync(logits_.data() + k * B * C, out, size_t(B * C) * sizeof(T),
+                                          cudaMemcpyDeviceToDevice, gpu_.stream()));
+        logits_ptr_ = logits_.data();
+      }
+    }
+    softmax_xent_forward(gpu_, opt_.samples, B, C, logits_ptr_, y_.data(), dlogits_.data(),
+                         row_loss_.data(), row_correct_.data());
+    for (int k = 0; k < opt_.samples; ++k)
+      net_.backward(dlogits_.data() + k * B * C, train_context(k), size_t(k), step);
+    kernels::AdamSchedule sched;
+    sched.lr_base = opt_.lr.base;
+    sched.lr_total = opt_.lr.total;
+    sched.beta1 = opt_.adam.beta1;
+    sched.beta2 = opt_.adam.beta2;
+    sched.eps = opt_.adam.eps;
+    adam_scheduled(gpu_, net_.param_count(), sched, static_cast<const uint32_t*>(step),
+                   net_.params(), static_cast<const T*>(net_.grads()), m_.data(), v_.data(),
+                   flags_.data());
+    finish_step(gpu_, B, static_cast<const T*>(row_loss_.data()),
+                static_cast<const int32_t*>(row_correct_.data()), totals_.data(),
+                flags_.data() + 1, step);
+  }
+
+  // Records enqueue_step into a graph and instantiates it. The data set and order buffers must
+  // stay where they are: run_epoch uploads each epoch's order into the same buffer.
+  void capture() {
+    cudaGraph_t graph = nullptr;
+    VARNET_CUDA_CHECK(cudaStreamBeginCapture(gpu_.stream(), cudaStreamCaptureModeThreadLocal));
+    detail::capturing() = true;
+    try {
+      enqueue_step();
+    } catch (...) {
+      detail::capturing() = false;
+      (void)cudaStreamEndCapture(gpu_.stream(), &graph);
+      if (graph) (void)cudaGraphDestroy(graph);
+      throw;
+    }
+    detail::capturing() = false;
+    VARNET_CUDA_CHECK(cudaStreamEndCapture(gpu_.stream(), &graph));
+    const cudaError_t e = cudaGraphInstantiate(&exec_, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    VARNET_CUDA_CHECK(e);
+    graph_buffers_[0] = data_->images.data();
+    graph_buffers_[1] = data_->labels.data();
+    graph_buffers_[2] = order_.data();
+  }
+
+  Context train_context(int k) const {
+    // The step in the key comes from the device word; BatchNorm reads `training`.
+    return Context::train(opt_.seed, 0, uint32_t(k));
+  }
+
+  Network<T>& net_;
+  GpuContext& gpu_;
+  TrainerOptions opt_;
+  DeviceBuffer<T> m_, v_, x_, logits_, dlogits_, row_loss_;
+  DeviceBuffer<int32_t> y_, row_correct_, order_, flags_;
+  DeviceBuffer<double> totals_;
+  DeviceBuffer<uint32_t> words_;
+  std::vector<int32_t> order_host_;
+  const T* logits_ptr_ = nullptr;
+  const DeviceData* data_ = nullptr;
+  const void* graph_buffers_[3] = {nullptr, nullptr, nullptr};  // what the graph reads
+  cudaGraphExec_t exec_ = nullptr;
+  int eager_steps_ = 0;
+  uint32_t step_ = 0;
+};
+
+}  // namespace varnet::cuda
