@@ -119,6 +119,19 @@ __global__ void bias_forward_kernel(const T* __restrict__ bias, int64_t n, int64
     y[k] = bias ? bias[(k / p) % o] : T(0);
 }
 
+// c = alpha (sum over s of partial[s count + i]) + beta c, the chunks summed in order (split-K
+// GEMMs, cuda/gemm.hpp). c is not read when beta is 0.
+template <class T>
+__global__ void sum_partials_kernel(int64_t count, int64_t chunks, const T* __restrict__ partial,
+                                    T alpha, T beta, T* __restrict__ c) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride()) {
+    T s = partial[k];
+    for (int64_t j = 1; j < chunks; ++j) s = add_rn(s, partial[j * count + k]);
+    const T scaled = mul_rn(alpha, s);
+    c[k] = beta == T(0) ? scaled : add_rn(scaled, mul_rn(beta, c[k]));
+  }
+}
+
 // Threads per block of bias_backward_kernel (a power of two: the tree reduction needs it).
 constexpr int kReduceThreads = 256;
 

@@ -11,6 +11,7 @@
 // the wall time per step; an epoch ends by waiting for the GPU, so every step's work is counted.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -111,8 +112,13 @@ int main(int argc, char** argv) {
     std::vector<int64_t> vgg_order(size_t(batch * vgg_steps));
     for (size_t i = 0; i < vgg_order.size(); ++i) vgg_order[i] = int64_t(i);
     std::vector<StepResult> vgg_results;
-    for (const std::string variant : {"plain", "var"}) {
+    double tf32_logit_error = 0;
+    std::string vgg_profile;
+    for (const std::string variant : {"plain", "var", "var-nosplit", "var-tf32"}) {
       for (bool graph : {false, true}) {
+        if ((variant == "var-nosplit" && graph) || (variant == "var-tf32" && !graph)) continue;
+        vc::split_k_enabled() = variant != "var-nosplit";  // the weight gradients' split-K
+        gpu.set_tf32(variant == "var-tf32");
         varnet::VggConfig cfg;
         cfg.classes = 10;
         if (variant == "plain") cfg.stochastic_layers.clear();
@@ -134,10 +140,42 @@ int main(int argc, char** argv) {
         }
         const double ms = median(per_step);
         vgg_results.push_back({variant, graph, ms});
+        if (variant == "var" && !graph) {  // where the time goes: 5 eager steps, layer by layer
+          net.set_profiling(true);
+          trainer.run_epoch(cifar_data, vgg_order, 5);
+          vgg_profile = net.profile_report();
+          net.set_profiling(false);
+        }
         std::printf("vgg-%-6s %-7s %10.4f %12.0f\n", variant.c_str(), graph ? "graph" : "eager", ms,
                     1e3 * double(batch) / ms);
         std::fflush(stdout);
       }
+    }
+    vc::split_k_enabled() = true;
+    gpu.set_tf32(false);
+    std::printf("VGG var, 5 eager steps, per layer (CUDA events; synchronised per pass):\n%s",
+                vgg_profile.c_str());
+    {  // TF32's effect on the VGG's logits: one training-mode forward, FP32 against TF32
+      varnet::VggConfig cfg;
+      cfg.classes = 10;
+      varnet::Network<float> host = varnet::make_vgg<float>(cfg, varnet::Shape(1, 3, 32, 32), 0);
+      vc::Network<float> net(gpu, host);
+      const varnet::Context ctx = varnet::Context::train(0, 1, 0);
+      std::vector<float> logits[2];
+      for (int tf32 = 0; tf32 < 2; ++tf32) {
+        gpu.set_tf32(tf32 == 1);
+        logits[tf32] = vc::to_host(net.forward(cifar_data.images.data(), batch, ctx),
+                                   size_t(batch * 10), gpu.stream());
+      }
+      gpu.set_tf32(false);
+      double diff = 0, norm = 0;
+      for (size_t i = 0; i < logits[0].size(); ++i) {
+        diff += std::pow(double(logits[1][i]) - double(logits[0][i]), 2);
+        norm += std::pow(double(logits[0][i]), 2);
+      }
+      tf32_logit_error = std::sqrt(diff / norm);
+      std::printf("VGG var logits, TF32 against FP32: relative L2 difference %.3g\n",
+                  tf32_logit_error);
     }
 
     // The 10-sample ensemble of the var1 network over 10,000 images in batches of 1,000.
@@ -158,6 +196,11 @@ int main(int argc, char** argv) {
       ens.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
     const double ens_ms = median(ens);
+    net.set_profiling(true);
+    vc::evaluate_ensemble(net, test_data, eo);
+    std::printf("LeNet-5 var1 ensemble, one evaluation, per layer (forward only):\n%s",
+                net.profile_report().c_str());
+    net.set_profiling(false);
     std::printf("ensemble   10 samples x 10000 images: %.2f ms (%.0f img/s)\n", ens_ms,
                 1e3 * 10000.0 / ens_ms);
 
@@ -173,7 +216,8 @@ int main(int argc, char** argv) {
                           "\",\"graph\":", vgg_results[i].graph ? "true" : "false",
                           ",\"width\":1,\"batch\":", batch, ",\"ms\":", vgg_results[i].ms,
                           ",\"img_per_s\":", 1e3 * double(batch) / vgg_results[i].ms, "}");
-    json += varnet::str("],\"lenet5_ensemble\":{\"variant\":\"var1\",\"samples\":10,",
+    json += varnet::str("],\"vgg_tf32_logit_rel_l2\":", tf32_logit_error);
+    json += varnet::str(",\"lenet5_ensemble\":{\"variant\":\"var1\",\"samples\":10,",
                         "\"images\":10000,\"batch\":1000,\"ms\":", ens_ms,
                         ",\"img_per_s\":", 1e3 * 10000.0 / ens_ms, "}}");
     if (argc > 1) {

@@ -37,6 +37,7 @@ double train_on_gpu(Network<float>& net, const data::LabeledImages& train,
   check(cudaGetDeviceCount(&count) == cudaSuccess && count > 0, "--device cuda",
         "a CUDA GPU on this machine", "none (cudaGetDeviceCount found ", count, ")");
   print_device();
+  gpu().set_tf32(s.tf32);
   cuda::Network<float> dev(gpu(), net);
   cuda::TrainerOptions o;
   o.samples = s.samples;
@@ -59,9 +60,9 @@ double train_on_gpu(Network<float>& net, const data::LabeledImages& train,
     const double sec =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     seconds += sec;
-    std::printf("epoch %lld/%lld  loss %.4f  train acc %.4f  %.0f img/s  (%.1f s, GPU%s)\n",
+    std::printf("epoch %lld/%lld  loss %.4f  train acc %.4f  %.0f img/s  (%.1f s, GPU%s%s)\n",
                 (long long)e + 1, (long long)s.epochs, r.loss, r.accuracy,
-                double(r.images) / sec, sec, s.graph ? ", CUDA graph" : "");
+                double(r.images) / sec, sec, s.graph ? ", CUDA graph" : "", s.tf32 ? ", TF32" : "");
     std::fflush(stdout);
   }
   dev.download(net);
@@ -70,7 +71,8 @@ double train_on_gpu(Network<float>& net, const data::LabeledImages& train,
 
 std::string evaluate_report_gpu(Network<float>& net, const data::LabeledImages& test,
                                 const std::vector<int64_t>& samples, int64_t eval_batch,
-                                uint64_t seed) {
+                                uint64_t seed, bool tf32) {
+  gpu().set_tf32(tf32);
   cuda::Network<float> dev(gpu(), net);
   const cuda::DeviceData data(gpu(), test);
   return evaluate_report_by(

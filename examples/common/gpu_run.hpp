@@ -24,6 +24,7 @@ struct GpuTrainSettings {
   LinearDecay lr;
   bool graph = true;  // replay each step from a CUDA graph
   bool check_finite = true;
+  bool tf32 = false;  // TF32 tensor cores in the GEMMs
   AdamOptions adam;
   bool augment = false;  // crop and flip each image (vgg's --augment)
   data::AugmentOptions augment_options;
@@ -47,6 +48,14 @@ void check_gpu_config(const Config& c) {
         c.checkpoint.empty() ? "--resume" : "--checkpoint");
 }
 
+// The device flags' checks for any run: --tf32 needs --device cuda; --device cuda needs
+// check_gpu_config.
+template <class Config>
+void check_device_flags(const Config& c) {
+  check(!c.tf32 || c.device == "cuda", "--tf32", "--device cuda with it", "--device ", c.device);
+  if (c.device == "cuda") check_gpu_config(c);
+}
+
 // The GPU settings from an example's parsed flags and learning-rate schedule.
 template <class Config>
 GpuTrainSettings gpu_settings(const Config& c, const LinearDecay& lr) {
@@ -58,6 +67,7 @@ GpuTrainSettings gpu_settings(const Config& c, const LinearDecay& lr) {
   s.lr = lr;
   s.graph = c.graph;
   s.check_finite = c.finite_check;
+  s.tf32 = c.tf32;
   return s;
 }
 
@@ -68,18 +78,18 @@ GpuTrainSettings gpu_settings(const Config& c, const LinearDecay& lr) {
 double train_on_gpu(Network<float>& net, const data::LabeledImages& train,
                     const GpuTrainSettings& s);
 
-// examples::evaluate_report (run_loop.hpp) on the GPU: mean propagation, ensembles of each size
+// examples::evaluate_report (run_loop.hpp) on the GPU (with TF32 when `tf32`): mean propagation, ensembles of each size
 // in `samples`, and 10 samples with batch statistics; prints a line each; returns the JSON fields.
 std::string evaluate_report_gpu(Network<float>& net, const data::LabeledImages& test,
                                 const std::vector<int64_t>& samples, int64_t eval_batch,
-                                uint64_t seed);
+                                uint64_t seed, bool tf32);
 #else
 // Without the CUDA backend check_gpu_config has refused --device cuda before these are reached.
 inline double train_on_gpu(Network<float>&, const data::LabeledImages&, const GpuTrainSettings&) {
   fail("--device", "cpu", "cuda in a build without CUDA");
 }
 inline std::string evaluate_report_gpu(Network<float>&, const data::LabeledImages&,
-                                       const std::vector<int64_t>&, int64_t, uint64_t) {
+                                       const std::vector<int64_t>&, int64_t, uint64_t, bool) {
   fail("--device", "cpu", "cuda in a build without CUDA");
 }
 #endif

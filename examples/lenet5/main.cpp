@@ -63,6 +63,8 @@ const char* kHelp = R"(lenet5: train and evaluate a variance LeNet-5 on MNIST-fo
   --device D            cpu|cuda: where to train and evaluate (cuda: Gaussian variance and
                         deterministic layers, no checkpoints; needs a build with CUDA) [cpu]
   --no-graph            cuda: launch every kernel of a step instead of replaying a CUDA graph
+  --tf32                cuda: TF32 tensor cores in the matrix products (faster, ~1e-3 relative
+                        error per product; off: strict FP32)
   --help                this text
 
 The last line of output is JSON with test_acc_mean, test_acc_K and test_nll_K for each K,
@@ -80,6 +82,7 @@ struct Config {
   bool overwrite, finite_check;
   std::string device;  // cpu or cuda
   bool graph = true;   // cuda: replay training steps from a CUDA graph
+  bool tf32 = false;   // cuda: TF32 tensor cores
   std::string checkpoint, resume;  // checkpoint paths ("" when not asked for)
   int64_t checkpoint_every = 0;    // steps between checkpoints (0: at the end only)
 };
@@ -110,7 +113,7 @@ Config parse(int argc, char** argv) {
                              "--threshold",
                              "--alpha-lr-scale",
                              "--device"},
-                            {"--help", "--overwrite", "--no-finite-check", "--no-graph"});
+                            {"--help", "--overwrite", "--no-finite-check", "--no-graph", "--tf32"});
   if (a.has("--help")) {
     std::cout << kHelp;
     std::exit(0);
@@ -155,7 +158,8 @@ Config parse(int argc, char** argv) {
                 c.layer_kind);
   c.device = a.get_choice("--device", "cpu", {"cpu", "cuda"});
   c.graph = !a.has("--no-graph");
-  if (c.device == "cuda") varnet::examples::check_gpu_config(c);
+  c.tf32 = a.has("--tf32");
+  varnet::examples::check_device_flags(c);
   if (!c.save.empty()) {  // fail now, not after hours of training
     namespace fs = std::filesystem;
     const fs::path p(c.save);
@@ -243,11 +247,11 @@ int run(const Config& c) {
 
   std::string json =
       "{" + (c.device == "cuda" ? varnet::examples::evaluate_report_gpu(
-                                      net, d.test, c.samples, c.eval_batch, uint64_t(c.seed))
+                                      net, d.test, c.samples, c.eval_batch, uint64_t(c.seed), c.tf32)
                                 : varnet::examples::evaluate_report(net, d.test, c.samples,
                                                                     c.eval_batch, uint64_t(c.seed)));
   json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs, ",\"device\":\"",
-              c.device, "\"");
+              c.device, "\",\"tf32\":", c.tf32 ? "true" : "false");
   json += str(",\"var_layers\":", json_list(c.var_layers), ",\"dist\":\"", c.dist,
               "\",\"param\":\"", c.param, "\",\"train_samples\":", c.train_samples,
               ",\"batch\":", c.batch, ",\"lr\":", c.lr, ",\"seed\":", c.seed,

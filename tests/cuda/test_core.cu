@@ -131,7 +131,8 @@ TEST_CASE("DeviceBuffer round trip, reuse of capacity, moves", "[cuda]") {
 // ---- GEMM ----
 
 template <class T>
-void check_gemm(vc::Op opa, vc::Op opb, int64_t m, int64_t n, int64_t k, bool padded) {
+void check_gemm(vc::Op opa, vc::Op opb, int64_t m, int64_t n, int64_t k, bool padded,
+                bool split = false) {
   // Stored shapes (row-major): A (m, k) or (k, m); B (k, n) or (n, k); row strides padded by 3
   // when `padded`.
   const int64_t a_rows = opa == vc::Op::N ? m : k, a_cols = opa == vc::Op::N ? k : m;
@@ -154,14 +155,21 @@ void check_gemm(vc::Op opa, vc::Op opb, int64_t m, int64_t n, int64_t k, bool pa
       want[size_t(i * ldc + j)] = double(alpha) * s + double(beta) * double(C[size_t(i * ldc + j)]);
     }
   auto dA = varnet::test::upload(A), dB = varnet::test::upload(B), dC = varnet::test::upload(C);
-  if (padded)
+  vc::DeviceBuffer<T> work(size_t(vc::split_k_workspace(m, n, k)));
+  if (split)
+    vc::gemm_split_k(gpu(), opa, opb, m, n, k, alpha, dA.data(), dB.data(), beta, dC.data(),
+                     work.data());
+  else if (padded)
     vc::gemm(gpu(), opa, opb, m, n, k, alpha, dA.data(), lda, dB.data(), ldb, beta, dC.data(), ldc);
   else
     vc::gemm(gpu(), opa, opb, m, n, k, alpha, dA.data(), dB.data(), beta, dC.data());
   const auto got = varnet::test::download(dC);
   INFO("opa " << (opa == vc::Op::N ? "N" : "T") << ", opb " << (opb == vc::Op::N ? "N" : "T")
-              << ", m " << m << ", n " << n << ", k " << k << (padded ? ", padded" : ""));
-  VARNET_CHECK_CLOSE(got, want, sizeof(T) == 4 ? 1e-5 : 1e-12);
+              << ", m " << m << ", n " << n << ", k " << k << (padded ? ", padded" : "")
+              << (split ? ", split" : ""));
+  // Float sums of thousands of terms (split): sum_rtol(k), 4 ulps per term.
+  const double rtol = sizeof(T) == 4 ? (split ? varnet::test::sum_rtol(k) : 1e-5) : 1e-12;
+  VARNET_CHECK_CLOSE(got, want, rtol);
 }
 
 TEST_CASE("row-major GEMM matches a reference product for every transpose", "[cuda]") {
@@ -174,6 +182,23 @@ TEST_CASE("row-major GEMM matches a reference product for every transpose", "[cu
         check_gemm<double>(opa, opb, s[0], s[1], s[2], false);
         check_gemm<float>(opa, opb, s[0], s[1], s[2], true);
       }
+}
+
+TEST_CASE("split-K GEMM matches the reference product, remainder chunk included", "[cuda]") {
+  // Long reductions over few outputs, as a convolution's weight gradient; k not a multiple of
+  // the chunk count, so the remainder GEMM runs too.
+  const std::vector<std::array<int64_t, 3>> shapes = {{20, 30, 8195}, {3, 70, 5001}};
+  for (const auto& s : shapes) {
+    REQUIRE(vc::split_k_chunks(s[0], s[1], s[2]) > 1);
+    REQUIRE(s[2] % vc::split_k_chunks(s[0], s[1], s[2]) != 0);
+    for (const auto opa : {vc::Op::N, vc::Op::T})
+      for (const auto opb : {vc::Op::N, vc::Op::T}) {
+        check_gemm<float>(opa, opb, s[0], s[1], s[2], false, true);
+        check_gemm<double>(opa, opb, s[0], s[1], s[2], false, true);
+      }
+  }
+  CHECK(vc::split_k_chunks(512, 4608, 512) == 1);  // short reductions are not split
+  CHECK(vc::split_k_workspace(512, 4608, 512) == 0);
 }
 
 // ---- noise ----

@@ -18,6 +18,8 @@
 #include "varnet/core/error.hpp"
 #include "varnet/cuda/check.hpp"
 #include "varnet/cuda/handle.hpp"
+#include "varnet/cuda/launch.hpp"
+#include "kernels/elementwise.cuh"
 
 namespace varnet::cuda {
 
@@ -69,6 +71,92 @@ void gemm(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t k, T al
   const int64_t lda = std::max<int64_t>(1, opa == Op::N ? k : m);
   const int64_t ldb = std::max<int64_t>(1, opb == Op::N ? n : k);
   gemm(ctx, opa, opb, m, n, k, alpha, a, lda, b, ldb, beta, c, std::max<int64_t>(1, n));
+}
+
+// ---- split-K: GEMMs whose reduction is far longer than their output is large ----
+//
+// A convolution's weight gradient dW (O, R) = dY (O, N P) cols^T sums over N P (131,072 for a
+// 32x32 layer at batch 128) but has few outputs (O R, e.g. 64 x 576): cuBLAS then runs a handful
+// of output tiles, each over the whole reduction, on a few of the GPU's SMs. Splitting the
+// reduction into S chunks (one strided-batched GEMM into S partial results, then a fixed-order
+// sum) fills the GPU and stays deterministic.
+
+// The number of chunks for C (m, n) over a reduction of k: 1 (no split) unless k is long
+// (>= 4096 and >= 16 max(m, n)) and the output has too few 128 x 128 tiles to fill the GPU;
+// then enough chunks for about 256 tiles in all, each chunk at least 256 deep, at most 64.
+// split_k_enabled() = false turns the split off everywhere (benchmarks compare both; set it
+// before any network sizes its scratch, as the workspace size follows it).
+inline bool& split_k_enabled() {
+  static bool on = true;
+  return on;
+}
+inline int64_t split_k_chunks(int64_t m, int64_t n, int64_t k) {
+  if (!split_k_enabled() || k < 4096 || k < 16 * std::max(m, n)) return 1;
+  const int64_t tiles = ((m + 127) / 128) * ((n + 127) / 128);
+  if (tiles >= 128) return 1;
+  return std::clamp<int64_t>((256 + tiles - 1) / tiles, 1, std::min<int64_t>(64, k / 256));
+}
+// Elements of T the split needs beside C: one (m, n) partial result per chunk.
+inline int64_t split_k_workspace(int64_t m, int64_t n, int64_t k) {
+  const int64_t s = split_k_chunks(m, n, k);
+  return s > 1 ? s * m * n : 0;
+}
+
+namespace detail {
+inline cublasStatus_t gemm_strided_call(cublasHandle_t h, cublasOperation_t ta,
+                                        cublasOperation_t tb, int m, int n, int k,
+                                        const float* alpha, const float* a, int lda, long long sa,
+                                        const float* b, int ldb, long long sb, const float* beta,
+                                        float* c, int ldc, long long sc, int batch) {
+  return cublasSgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c,
+                                   ldc, sc, batch);
+}
+inline cublasStatus_t gemm_strided_call(cublasHandle_t h, cublasOperation_t ta,
+                                        cublasOperation_t tb, int m, int n, int k,
+                                        const double* alpha, const double* a, int lda,
+                                        long long sa, const double* b, int ldb, long long sb,
+                                        const double* beta, double* c, int ldc, long long sc,
+                                        int batch) {
+  return cublasDgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c,
+                                   ldc, sc, batch);
+}
+}  // namespace detail
+
+// c (count) = alpha (the sum of `chunks` partial arrays of `count`, in order) + beta c.
+template <class T>
+void sum_partials(GpuContext& ctx, int64_t count, int64_t chunks, const T* partial, T alpha, T beta,
+                  T* c) {
+  if (count <= 0) return;
+  kernels::sum_partials_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, chunks, partial, alpha, beta, c);
+  VARNET_CUDA_CHECK_LAUNCH("sum_partials_kernel");
+}
+
+// gemm() on packed operands, split along k per split_k_chunks: workspace holds
+// split_k_workspace(m, n, k) elements (none needed, and null allowed, when it is 0). The result
+// equals gemm()'s up to the order of the float additions.
+template <class T>
+void gemm_split_k(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t k, T alpha,
+                  const T* a, const T* b, T beta, T* c, T* workspace) {
+  const int64_t chunks = split_k_chunks(m, n, k);
+  if (chunks <= 1 || m == 0 || n == 0) return gemm(ctx, opa, opb, m, n, k, alpha, a, b, beta, c);
+  check(workspace != nullptr, "cuda::gemm_split_k",
+        str("a workspace of ", split_k_workspace(m, n, k), " elements"), "a null pointer");
+  const int64_t lda = opa == Op::N ? k : m, ldb = opb == Op::N ? n : k;
+  const int64_t kc = k / chunks, rest = k - chunks * kc;
+  // Moving kc along the reduction: along a row of A (m, k), or down kc rows of A stored (k, m).
+  const int64_t step_a = opa == Op::N ? kc : kc * lda, step_b = opb == Op::N ? kc * ldb : kc;
+  const T one = T(1), zero = T(0);
+  // Column-major, as gemm(): partial_s^T (n, m) = op(B_s)^T op(A_s)^T.
+  VARNET_CUBLAS_CHECK(detail::gemm_strided_call(
+      ctx.blas(), detail::to_cublas(opb), detail::to_cublas(opa), detail::to_int(n, "n"),
+      detail::to_int(m, "m"), detail::to_int(kc, "k"), &one, b, detail::to_int(ldb, "ldb"),
+      step_b, a, detail::to_int(lda, "lda"), step_a, &zero, workspace, detail::to_int(n, "n"),
+      m * n, detail::to_int(chunks, "chunks")));
+  sum_partials(ctx, m * n, chunks, static_cast<const T*>(workspace), alpha, beta, c);
+  if (rest > 0)  // the last k - chunks kc terms, added to C
+    gemm(ctx, opa, opb, m, n, rest, alpha, a + chunks * step_a, lda, b + chunks * step_b, ldb,
+         T(1), c, n);
 }
 
 }  // namespace varnet::cuda

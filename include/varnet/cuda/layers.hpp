@@ -99,9 +99,10 @@ class Linear {
 
 // Convolution: x and dx (N, C, H, W), y and dy (N, O, OH, OW), weight and dweight (O, R) with
 // R = C KH KW, bias and dbias (O) when ConvOptions::bias. Batched im2col and one GEMM per
-// product, as VarianceConv2d. With P = OH OW, scratch_size(in) = N P (R + O):
-//   columns (R, N P) | channel-major output (O, N P)
-// (backward overwrites the output part with dy channel-major, then the columns with W^T dy).
+// product, as VarianceConv2d. With P = OH OW, scratch_size(in) = N P (R + O) + split-K space:
+//   columns (R, N P) | channel-major output (O, N P) | split_k_workspace(O, R, N P)
+// (backward overwrites the output part with dy channel-major, then the columns with W^T dy; the
+// weight gradient's long reduction over N P is split, cuda/gemm.hpp).
 template <class T>
 class Conv2d {
  public:
@@ -122,7 +123,8 @@ class Conv2d {
   }
   int64_t scratch_size(const Shape& in) const {
     const ops::ConvGeometry g = geometry(in);
-    return in.n * g.plane() * (g.rows() + g.out_c);
+    const int64_t NP = in.n * g.plane();
+    return NP * (g.rows() + g.out_c) + split_k_workspace(g.out_c, g.rows(), NP);
   }
 
   void forward(GpuContext& ctx, const WeightTensors<T>& w, const Shape& in, const T* x, T* y,
@@ -143,9 +145,10 @@ class Conv2d {
     detail::expect_weights(w, opt_.bias, true, "Conv2d");
     const int64_t n = in.n, R = g.rows(), NP = n * g.plane();
     if (n == 0) return;  // nothing to add, and dx is empty
-    T *cols = scratch, *dy2 = scratch + R * NP;
-    nchw_to_channel_major(ctx, dy, n, g.out_c, g.plane(), dy2);                 // dY2 (O, NP)
-    gemm(ctx, Op::N, Op::T, g.out_c, R, NP, T(1), dy2, cols, T(1), w.dweight);  // += dY2 cols^T
+    T *cols = scratch, *dy2 = scratch + R * NP, *split = dy2 + g.out_c * NP;
+    nchw_to_channel_major(ctx, dy, n, g.out_c, g.plane(), dy2);  // dY2 (O, NP)
+    gemm_split_k(ctx, Op::N, Op::T, g.out_c, R, NP, T(1), static_cast<const T*>(dy2),
+                 static_cast<const T*>(cols), T(1), w.dweight, split);  // dW += dY2 cols^T
     if (opt_.bias) bias_backward(ctx, dy, n, g.out_c, g.plane(), w.dbias);
     if (dx) {
       gemm(ctx, Op::T, Op::N, R, NP, g.out_c, T(1), w.weight, dy2, T(0), cols);  // W^T dY2

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -324,6 +325,7 @@ class Network {
     Shape s = input_;
     for (size_t i = 0; i < host.size(); ++i) {
       layers_.push_back(detail::mirror(host.layer(i), host.table()));
+      names_.push_back(host.layer(i).name());
       s = host.layer(i).output_shape(s);
       out_shapes_.push_back(s);
     }
@@ -335,6 +337,9 @@ class Network {
   }
   Network(const Network&) = delete;
   Network& operator=(const Network&) = delete;
+  ~Network() {
+    for (cudaEvent_t e : events_) (void)cudaEventDestroy(e);
+  }
 
   // Copies the host network's parameters and state to the GPU (waits).
   void upload(const varnet::Network<T>& host) {
@@ -359,13 +364,17 @@ class Network {
     ws.input = x;
     const detail::Pass<T> p = pass(ctx, device_step);
     const T* in = x;
+    const bool timed = profiling();
+    if (timed) mark(0);
     for (size_t i = 0; i < layers_.size(); ++i) {
       T* out = layers_[i]->passthrough() ? const_cast<T*>(in) : ws.acts[i].data();
       if (!layers_[i]->passthrough())
         layers_[i]->forward(p, ws.in_shape[i], in, out, ws.scratch[i].data());
       ws.out[i] = out;
       in = out;
+      if (timed) mark(i + 1);
     }
+    if (timed) collect(forward_ms_);
     return in;
   }
 
@@ -379,7 +388,10 @@ class Network {
     const detail::Pass<T> p = pass(ctx, device_step);
     const T* dy = dout;
     int held = -1;  // which ping-pong buffer holds dy (-1: the caller's)
+    const bool timed = profiling();
+    if (timed) mark(layers_.size());
     for (size_t i = layers_.size(); i-- > 0;) {
+      if (timed && i + 1 < layers_.size()) mark(i + 1);
       if (layers_[i]->passthrough()) continue;  // dx is dy
       const T* x = i == 0 ? ws.input : ws.out[i - 1];
       T* dx = nullptr;
@@ -389,6 +401,33 @@ class Network {
       dy = dx;
       held = target;
     }
+    if (timed) {
+      mark(0);
+      collect(backward_ms_, true);
+    }
+  }
+
+  // Per-layer timing (CUDA events around every layer; it synchronises after each pass, so leave
+  // it off when speed matters). Off by default; not recorded inside a graph capture.
+  void set_profiling(bool on) {
+    profiling_ = on;
+    forward_ms_.assign(layers_.size(), 0.0);
+    backward_ms_.assign(layers_.size(), 0.0);
+  }
+  // One line per layer with its summed forward and backward milliseconds, the largest first.
+  std::string profile_report() const {
+    std::vector<size_t> idx(layers_.size());
+    for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+    const auto total = [&](size_t i) { return at(forward_ms_, i) + at(backward_ms_, i); };
+    std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return total(a) > total(b); });
+    std::string r = str("  layer              forward ms  backward ms\n");
+    for (size_t i : idx) {
+      char line[128];
+      std::snprintf(line, sizeof(line), "  %-16s %11.3f %12.3f\n", names_[i].c_str(),
+                    at(forward_ms_, i), at(backward_ms_, i));
+      r += line;
+    }
+    return r;
   }
 
   void zero_grad() { grads_.zero(gpu_.stream()); }
@@ -440,6 +479,29 @@ class Network {
     ws.grad[1].resize(size_t(largest_input));
     ws.batch = n;
   }
+  bool profiling() const { return profiling_ && !detail::capturing(); }
+  static double at(const std::vector<double>& v, size_t i) { return i < v.size() ? v[i] : 0.0; }
+  // Records event k (k = 0 .. layers) on the stream.
+  void mark(size_t k) {
+    while (events_.size() <= layers_.size()) {
+      cudaEvent_t e = nullptr;
+      VARNET_CUDA_CHECK(cudaEventCreate(&e));
+      events_.push_back(e);
+    }
+    VARNET_CUDA_CHECK(cudaEventRecord(events_[k], gpu_.stream()));
+  }
+  // Adds the time between events i and i + 1 (reverse: i + 1 and i) to ms[i], after waiting.
+  void collect(std::vector<double>& ms, bool reverse = false) {
+    gpu_.synchronize();
+    ms.resize(layers_.size(), 0.0);
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      float t = 0;
+      VARNET_CUDA_CHECK(cudaEventElapsedTime(&t, events_[reverse ? i + 1 : i],
+                                             events_[reverse ? i : i + 1]));
+      ms[i] += double(t);
+    }
+  }
+
   detail::Pass<T> pass(const Context& ctx, const uint32_t* device_step) {
     return detail::Pass<T>{gpu_, ctx, params_.data(), grads_.data(), state_.data(), device_step};
   }
@@ -453,6 +515,10 @@ class Network {
   GpuContext& gpu_;
   std::vector<std::unique_ptr<detail::GpuLayer<T>>> layers_;
   std::vector<Shape> out_shapes_;  // layer i's output for one sample, from the host network
+  std::vector<std::string> names_;
+  bool profiling_ = false;
+  std::vector<cudaEvent_t> events_;  // profiling: event k between layers k - 1 and k
+  std::vector<double> forward_ms_, backward_ms_;
   DeviceBuffer<T> params_, grads_, state_;
   std::vector<Workspace> workspaces_;
   Shape input_, output_;

@@ -126,8 +126,9 @@ class VarianceLinear {
 
 // Convolution: x and dx (N, C, H, W), y and dy (N, O, OH, OW), param and dparam (O, C, KH, KW)
 // = (O, R) with R = C KH KW, bias and dbias (O). ConvOptions::bias is ignored (as on the CPU):
-// VarianceOptions::bias decides. With P = OH OW, scratch_size(in) = 2 O R + N P (R + O):
-//   s2 (O, R) | ds2 (O, R) | squared columns (R, N P) | v channel-major (O, N P)
+// VarianceOptions::bias decides. With P = OH OW, scratch_size(in) = 2 O R + N P (R + O) + the
+// split-K space of the ds2 GEMM (cuda/gemm.hpp):
+//   s2 (O, R) | ds2 (O, R) | squared columns (R, N P) | v channel-major (O, N P) | split-K
 // (backward overwrites v with dL/dv and the squared columns with s2^T dL/dv).
 template <class T>
 class VarianceConv2d {
@@ -153,7 +154,7 @@ class VarianceConv2d {
   int64_t scratch_size(const Shape& in) const {
     const ops::ConvGeometry g = geometry(in);
     const int64_t OR = g.out_c * g.rows(), NP = in.n * g.plane();
-    return 2 * OR + NP * (g.rows() + g.out_c);
+    return 2 * OR + NP * (g.rows() + g.out_c) + split_k_workspace(g.out_c, g.rows(), NP);
   }
 
   void forward(GpuContext& ctx, const VarianceTensors<T>& w, const Shape& in, const T* x, T* y,
@@ -186,7 +187,8 @@ class VarianceConv2d {
     T *s2 = scratch, *ds2 = scratch + OR, *cols2 = scratch + 2 * OR, *v = cols2 + R * NP;
     lrt_backward(ctx, key, ops::LrtLayout{n, g.out_c, g.plane(), true}, T(opt_.e0), dy, v, v,
                  device_step);
-    gemm(ctx, Op::N, Op::T, g.out_c, R, NP, T(1), v, cols2, T(0), ds2);  // ds2 = dV cols2^T
+    gemm_split_k(ctx, Op::N, Op::T, g.out_c, R, NP, T(1), static_cast<const T*>(v),
+                 static_cast<const T*>(cols2), T(0), ds2, v + g.out_c * NP);  // ds2 = dV cols2^T
     variance_backward(ctx, log_param(), w.param, s2, ds2, w.dparam, OR);
     if (dx) {
       gemm(ctx, Op::T, Op::N, R, NP, g.out_c, T(1), s2, v, T(0), cols2);  // (R, NP) = s2^T dV
