@@ -97,6 +97,7 @@ struct BatchNormForwardArgs {
   T* used_mean = nullptr;     // (C) out: the mean used, kept for backward
   T* inv_std = nullptr;       // (C) out: 1 / sqrt(var + eps), kept for backward
   double* partial = nullptr;  // (C, chunks, 3) scratch for the batch statistics
+  bool relu = false;          // y = max(batch norm, 0): a ReLU after the layer, fused
 };
 
 // running = (1 - m) running + m mean;  running_var = (1 - m) running_var + m var L / (L - 1).
@@ -186,16 +187,17 @@ __global__ void batch_norm_stats_kernel(BatchNormShape s, BatchNormForwardArgs<T
   }
 }
 
-// y = gamma ((x - mean) inv_std) + beta, one thread per element.
+// y = gamma ((x - mean) inv_std) + beta, then max(y, 0) when relu; one thread per element.
 template <class T, class I>
 __global__ void batch_norm_apply_kernel(const T* __restrict__ x, BatchNormShape s,
                                         const T* __restrict__ gamma, const T* __restrict__ beta,
                                         const T* __restrict__ mean, const T* __restrict__ inv_std,
-                                        T* __restrict__ y) {
+                                        bool relu, T* __restrict__ y) {
   const I total = I(s.numel()), p = I(s.p), c = I(s.c);
   for (I k = I(thread_index()); k < total; k += I(grid_stride())) {
     const I ch = (k / p) % c;
-    y[k] = add_rn(mul_rn(gamma[ch], mul_rn(sub_rn(x[k], mean[ch]), inv_std[ch])), beta[ch]);
+    const T v = add_rn(mul_rn(gamma[ch], mul_rn(sub_rn(x[k], mean[ch]), inv_std[ch])), beta[ch]);
+    y[k] = relu && !(v > T(0)) ? T(0) : v;
   }
 }
 
@@ -211,7 +213,14 @@ struct BatchNormBackwardArgs {
   double* partial = nullptr;     // (C, chunks, 2) scratch: sum dy, sum dy xhat per chunk
   T* mean_dy = nullptr;          // (C) scratch: the mean of dy (0 with running statistics)
   T* proj = nullptr;             // (C) scratch: the mean of dy xhat (0 with running ones)
+  const T* relu_y = nullptr;     // forward fused a ReLU: its output; dy counts where it is > 0
 };
+
+// The gradient reaching the batch norm's output: dy, masked by a fused ReLU's output.
+template <class T, class I>
+__device__ __forceinline__ T bn_grad_in(const BatchNormBackwardArgs<T>& a, const T* dy, I at) {
+  return a.relu_y && !(a.relu_y[at] > T(0)) ? T(0) : dy[at];
+}
 
 // Block (j, ch): sum dy and sum dy xhat over chunk j of channel ch -> partial[(ch chunks + j) 2].
 template <class T, class I>
@@ -225,7 +234,7 @@ __global__ void batch_norm_grad_sums_kernel(const T* __restrict__ x, const T* __
     const I k = j * kBatchNormChunk + I(r * kBatchNormThreads) + I(threadIdx.x);
     if (k < L) {
       const I at = bn_index<I>(I(s.c), I(s.p), ch, k);
-      const T g = dy[at], xhat = mul_rn(sub_rn(x[at], mean), is);
+      const T g = bn_grad_in(a, dy, at), xhat = mul_rn(sub_rn(x[at], mean), is);
       sum_dy += double(g);
       sum_dy_xhat += double(g) * double(xhat);
     }
@@ -273,7 +282,8 @@ __global__ void batch_norm_grad_apply_kernel(const T* __restrict__ x, const T* d
     const I ch = (k / p) % c;
     const T is = a.inv_std[ch];
     const T xhat = mul_rn(sub_rn(x[k], a.used_mean[ch]), is);
-    dx[k] = mul_rn(mul_rn(a.gamma[ch], is), sub_rn(sub_rn(dy[k], a.mean_dy[ch]), mul_rn(xhat, a.proj[ch])));
+    const T g = bn_grad_in(a, dy, k);
+    dx[k] = mul_rn(mul_rn(a.gamma[ch], is), sub_rn(sub_rn(g, a.mean_dy[ch]), mul_rn(xhat, a.proj[ch])));
   }
 }
 

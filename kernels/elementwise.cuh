@@ -87,25 +87,26 @@ __global__ void relu_backward_kernel(int64_t count, const T* __restrict__ y, con
     dx[k] = y[k] > T(0) ? dy[k] : T(0);
 }
 
-// y (N, O, P) = Y2 (O, N * P) (+ bias[o] when bias is not null). One thread per element of y.
-template <class T>
+// y (N, O, P) = Y2 (O, N * P) (+ bias[o] when bias is not null). One thread per element of y;
+// index arithmetic in I (int32 when the launcher finds the tensor small enough).
+template <class T, class I>
 __global__ void channel_major_to_nchw_kernel(const T* __restrict__ y2, const T* __restrict__ bias,
-                                             int64_t n, int64_t o, int64_t p, T* __restrict__ y) {
-  const int64_t total = n * o * p;
-  for (int64_t k = thread_index(); k < total; k += grid_stride()) {
-    const int64_t row = k / p, i = k - row * p, c = row % o, b = row / o;
+                                             I n, I o, I p, T* __restrict__ y) {
+  const I total = n * o * p;
+  for (I k = I(thread_index()); k < total; k += I(grid_stride())) {
+    const I row = k / p, i = k - row * p, b = row / o, c = row - b * o;
     const T val = y2[(c * n + b) * p + i];
     y[k] = bias ? add_rn(val, bias[c]) : val;
   }
 }
 
 // Y2 (O, N * P) = y (N, O, P). One thread per element of Y2, so writes are coalesced.
-template <class T>
-__global__ void nchw_to_channel_major_kernel(const T* __restrict__ y, int64_t n, int64_t o,
-                                             int64_t p, T* __restrict__ y2) {
-  const int64_t total = n * o * p, np = n * p;
-  for (int64_t k = thread_index(); k < total; k += grid_stride()) {
-    const int64_t c = k / np, rest = k - c * np, b = rest / p, i = rest - b * p;
+template <class T, class I>
+__global__ void nchw_to_channel_major_kernel(const T* __restrict__ y, I n, I o, I p,
+                                             T* __restrict__ y2) {
+  const I total = n * o * p, np = n * p;
+  for (I k = I(thread_index()); k < total; k += I(grid_stride())) {
+    const I c = k / np, rest = k - c * np, b = rest / p, i = rest - b * p;
     y2[k] = y[(b * o + c) * p + i];
   }
 }

@@ -23,57 +23,72 @@ struct ConvShape {
   VARNET_HOST_DEVICE int64_t plane() const { return out_h * out_w; }
 };
 
-// One thread per column element: cols[r, n*P + p] = x at that window position (0 in padding),
-// cols2 the same squared. Either output may be null (im2col alone, or squares alone, as the
-// variance convolution needs).
+// Grid (x over the N P columns, y over the R rows, both grid-stride): a block's threads share
+// one row r, so the row's channel and kernel offsets are decoded once per block and a thread
+// decodes only its column (two divisions). cols[r, n*P + p] = x at that window position (0 in
+// padding), cols2 the same squared. Either output may be null (im2col alone, or squares alone,
+// as the variance convolution needs).
 template <class T, class I>
 __global__ void im2col_forward_kernel(const T* __restrict__ x, I n, ConvShape gs,
                                       T* __restrict__ cols, T* __restrict__ cols2) {
   const I in_c = I(gs.in_c), in_h = I(gs.in_h), in_w = I(gs.in_w), k_h = I(gs.k_h), k_w = I(gs.k_w),
           stride = I(gs.stride), pad = I(gs.pad), ow = I(gs.out_w);
-  const I P = I(gs.out_h) * ow, NP = n * P, total = I(gs.rows()) * NP;
-  for (I idx = I(thread_index()); idx < total; idx += I(grid_stride())) {
-    const I r = idx / NP, rest = idx - r * NP;
-    const I b = rest / P, p = rest - b * P;
-    const I i = p / ow, j = p - i * ow;
+  const I P = I(gs.out_h) * ow, NP = n * P, R = I(gs.rows());
+  for (I r = I(blockIdx.y); r < R; r += I(gridDim.y)) {
     const I c = r / (k_h * k_w), kh = (r / k_w) % k_h, kw = r % k_w;
-    const I ih = i * stride - pad + kh, iw = j * stride - pad + kw;
-    T val = T(0);
-    if (ih >= 0 && ih < in_h && iw >= 0 && iw < in_w)
-      val = x[((b * in_c + c) * in_h + ih) * in_w + iw];
-    if (cols) cols[idx] = val;
-    if (cols2) cols2[idx] = mul_rn(val, val);
+    const T* plane = x + c * in_h * in_w;  // channel c of sample 0
+    T* out = cols ? cols + r * NP : nullptr;
+    T* out2 = cols2 ? cols2 + r * NP : nullptr;
+    for (I col = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); col < NP;
+         col += I(gridDim.x) * I(blockDim.x)) {
+      const I b = col / P, p = col - b * P;
+      const I i = p / ow, j = p - i * ow;
+      const I ih = i * stride - pad + kh, iw = j * stride - pad + kw;
+      T val = T(0);
+      if (ih >= 0 && ih < in_h && iw >= 0 && iw < in_w)
+        val = plane[(b * in_c * in_h + ih) * in_w + iw];
+      if (out) out[col] = val;
+      if (out2) out2[col] = mul_rn(val, val);
+    }
   }
 }
 
 // col2im: one thread per input element (n, c, h, w) sums the column entries that read it, in
 // the (kh, kw) order of the CPU loop, so no atomics are needed and the sums match the CPU's
 // bit for bit. Overwrites dx. With times_2x (the variance convolution's input gradient), the
-// sum is multiplied by 2 x at the same element: dx = 2 x * col2im(dcols).
-template <class T, class I>
+// sum is multiplied by 2 x at the same element: dx = 2 x * col2im(dcols). Grid: x over the
+// H W positions of a plane, y over the N C planes (grid-stride), so a thread decodes its row and
+// column with one division; Unit: stride 1 (the common case), where no division by the stride
+// is needed.
+template <class T, class I, bool Unit>
 __global__ void im2col_backward_kernel(const T* __restrict__ dcols, I n, ConvShape gs,
                                        const T* __restrict__ times_2x, T* __restrict__ dx) {
   const I in_c = I(gs.in_c), in_h = I(gs.in_h), in_w = I(gs.in_w), k_h = I(gs.k_h), k_w = I(gs.k_w),
           stride = I(gs.stride), pad = I(gs.pad), oh = I(gs.out_h), ow = I(gs.out_w);
-  const I P = oh * ow, NP = n * P, total = n * in_c * in_h * in_w;
-  for (I idx = I(thread_index()); idx < total; idx += I(grid_stride())) {
-    const I iw = idx % in_w, ih = (idx / in_w) % in_h, c = (idx / (in_w * in_h)) % in_c,
-            b = idx / (in_w * in_h * in_c);
-    T sum = T(0);
-    for (I kh = 0; kh < k_h; ++kh) {
-      const I ti = ih + pad - kh;  // = i * stride for the output row i that reads (ih, kh)
-      if (ti < 0 || ti % stride != 0) continue;
-      const I i = ti / stride;
-      if (i >= oh) continue;
-      for (I kw = 0; kw < k_w; ++kw) {
-        const I tj = iw + pad - kw;
-        if (tj < 0 || tj % stride != 0) continue;
-        const I j = tj / stride;
-        if (j >= ow) continue;
-        sum = add_rn(sum, dcols[((c * k_h + kh) * k_w + kw) * NP + b * P + i * ow + j]);
+  const I P = oh * ow, NP = n * P, HW = in_h * in_w, planes = n * in_c;
+  for (I plane = I(blockIdx.y); plane < planes; plane += I(gridDim.y)) {
+    const I b = plane / in_c, c = plane - b * in_c;
+    const T* base = dcols + c * k_h * k_w * NP + b * P;  // row (c, 0, 0), sample b
+    for (I pos = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); pos < HW;
+         pos += I(gridDim.x) * I(blockDim.x)) {
+      const I ih = pos / in_w, iw = pos - ih * in_w;
+      T sum = T(0);
+      for (I kh = 0; kh < k_h; ++kh) {
+        const I ti = ih + pad - kh;  // = i * stride for the output row i that reads (ih, kh)
+        if (ti < 0 || (!Unit && ti % stride != 0)) continue;
+        const I i = Unit ? ti : ti / stride;
+        if (i >= oh) continue;
+        for (I kw = 0; kw < k_w; ++kw) {
+          const I tj = iw + pad - kw;
+          if (tj < 0 || (!Unit && tj % stride != 0)) continue;
+          const I j = Unit ? tj : tj / stride;
+          if (j >= ow) continue;
+          sum = add_rn(sum, base[(kh * k_w + kw) * NP + i * ow + j]);
+        }
       }
+      const I idx = plane * HW + pos;
+      dx[idx] = times_2x ? mul_rn(sum, mul_rn(T(2), times_2x[idx])) : sum;
     }
-    dx[idx] = times_2x ? mul_rn(sum, mul_rn(T(2), times_2x[idx])) : sum;
   }
 }
 

@@ -190,8 +190,10 @@ class BatchNorm {
     return 4 * c_ + (doubles * int64_t(sizeof(double)) + int64_t(sizeof(T)) - 1) / int64_t(sizeof(T));
   }
 
+  // fuse_relu: y = max(batch norm, 0), a ReLU after the layer in the same pass; its backward
+  // then takes that y as relu_y.
   void forward(GpuContext& ctx, const BatchNormTensors<T>& t, const Shape& in, const T* x, T* y,
-               T* scratch, const Context& c) const {
+               T* scratch, const Context& c, bool fuse_relu = false) const {
     output_shape(in);
     kernels::BatchNormForwardArgs<T> a;
     a.gamma = t.gamma;
@@ -205,11 +207,13 @@ class BatchNorm {
     a.used_mean = scratch;
     a.inv_std = scratch + c_;
     a.partial = partials(scratch);
+    a.relu = fuse_relu;
     batch_norm_forward(ctx, in, x, a, y);
   }
 
   void backward(GpuContext& ctx, const BatchNormTensors<T>& t, const Shape& in, const T* x,
-                const T* dy, T* dx, T* scratch, const Context& c) const {
+                const T* dy, T* dx, T* scratch, const Context& c,
+                const T* relu_y = nullptr) const {
     output_shape(in);
     kernels::BatchNormBackwardArgs<T> a;
     a.gamma = t.gamma;
@@ -218,6 +222,7 @@ class BatchNorm {
     a.mean_dy = scratch + 2 * c_;
     a.proj = scratch + 3 * c_;
     a.partial = partials(scratch);
+    a.relu_y = relu_y;
     a.batch = use_batch(c);
     a.dgamma = t.dgamma;
     a.dbeta = t.dbeta;

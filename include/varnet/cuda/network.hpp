@@ -8,7 +8,8 @@
 //     tests compare the two networks' outputs and gradients directly.
 // Supported layers: Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, and VarianceConv2d /
 // VarianceLinear with Gaussian weights. Any other layer is refused at construction with its name.
-// Per-layer prediction modes (Layer::mode_override) are copied when the mirror is made.
+// Per-layer prediction modes (Layer::mode_override) are copied when the mirror is made. A ReLU
+// right after a BatchNorm is fused into it (the batch norm's kernels apply it, both ways).
 //
 // Activations live in workspace slots as on the host (slot k: sample k of the K-sample
 // objective); a slot's buffers grow to the largest batch seen and are reused, so a training step
@@ -162,12 +163,14 @@ class BatchNormAdapter : public GpuLayer<T> {
         var_(find_slot(t, h.name() + ".running_var")) {}
   int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in); }
   void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
-    layer_.forward(p.gpu, tensors(p), in, x, y, scratch, p.ctx);
+    layer_.forward(p.gpu, tensors(p), in, x, y, scratch, p.ctx, relu_);
   }
-  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
+  void backward(const Pass<T>& p, const Shape& in, const T* x, const T* y, const T* dy, T* dx,
                 T* scratch) override {
-    layer_.backward(p.gpu, tensors(p), in, x, dy, dx, scratch, p.ctx);
+    layer_.backward(p.gpu, tensors(p), in, x, dy, dx, scratch, p.ctx, relu_ ? y : nullptr);
   }
+  // Takes over the ReLU that follows (which the network then skips): one pass fewer each way.
+  void fuse_relu() { relu_ = true; }
 
  private:
   BatchNormTensors<T> tensors(const Pass<T>& p) const {
@@ -182,6 +185,7 @@ class BatchNormAdapter : public GpuLayer<T> {
   }
   cuda::BatchNorm<T> layer_;
   Slot gamma_, beta_, mean_, var_;
+  bool relu_ = false;
 };
 
 template <class T>
@@ -217,8 +221,9 @@ class PoolAdapter : public GpuLayer<T> {
   cuda::MaxPool2d<T> layer_;
 };
 
+// Flatten, and a ReLU fused into the batch norm before it: the output is the input, no work.
 template <class T>
-class FlattenAdapter : public GpuLayer<T> {
+class PassthroughAdapter : public GpuLayer<T> {
  public:
   using GpuLayer<T>::GpuLayer;
   bool passthrough() const override { return true; }
@@ -292,7 +297,8 @@ std::unique_ptr<GpuLayer<T>> mirror(const Layer<T>& l, const ParamTable& t) {
   if (dynamic_cast<const varnet::ReLU<T>*>(&l)) return std::make_unique<ReluAdapter<T>>(l);
   if (auto* c = dynamic_cast<const varnet::MaxPool2d<T>*>(&l))
     return std::make_unique<PoolAdapter<T>>(*c);
-  if (dynamic_cast<const varnet::Flatten<T>*>(&l)) return std::make_unique<FlattenAdapter<T>>(l);
+  if (dynamic_cast<const varnet::Flatten<T>*>(&l))
+    return std::make_unique<PassthroughAdapter<T>>(l);
   const auto gaussian = [&](const VarianceOptions& o) {
     check(o.dist == WeightDist::gaussian, "cuda::Network",
           str("Gaussian weights in layer '", l.name(), "' (the only variance family on the GPU)"),
@@ -324,9 +330,18 @@ class Network {
     output_ = host.output_shape();
     Shape s = input_;
     for (size_t i = 0; i < host.size(); ++i) {
-      layers_.push_back(detail::mirror(host.layer(i), host.table()));
-      names_.push_back(host.layer(i).name());
-      s = host.layer(i).output_shape(s);
+      const Layer<T>& l = host.layer(i);
+      // BatchNorm then ReLU: the batch norm's kernels apply the ReLU too (the ReLU has no mode).
+      auto* bn = i > 0 ? dynamic_cast<detail::BatchNormAdapter<T>*>(layers_.back().get())
+                       : nullptr;
+      if (bn && dynamic_cast<const varnet::ReLU<T>*>(&l)) {
+        bn->fuse_relu();
+        layers_.push_back(std::make_unique<detail::PassthroughAdapter<T>>(l));
+      } else {
+        layers_.push_back(detail::mirror(l, host.table()));
+      }
+      names_.push_back(l.name());
+      s = l.output_shape(s);
       out_shapes_.push_back(s);
     }
     params_.resize(host.params().size());

@@ -113,6 +113,16 @@ void lrt_input_backward(GpuContext& ctx, int64_t count, const T* x, const T* t, 
 
 // ---- im2col / col2im (kernels/im2col.cuh) ----
 
+namespace detail {
+// A 2-D grid: x blocks over `inner` items (kThreads each, at most 65,535 blocks), y over `outer`
+// items (at most 65,535); the kernels loop over what the grid does not cover.
+inline dim3 grid_2d(int64_t inner, int64_t outer) {
+  const int64_t x = std::clamp<int64_t>((inner + kThreads - 1) / kThreads, 1, 65535);
+  return dim3(static_cast<unsigned>(x),
+              static_cast<unsigned>(std::clamp<int64_t>(outer, 1, 65535)));
+}
+}  // namespace detail
+
 // cols and/or cols2 (R, N * P) from x (N, C, H, W): the columns and their squares; either may
 // be null.
 template <class T>
@@ -122,12 +132,13 @@ void im2col_forward(GpuContext& ctx, const T* x, int64_t n, const ops::ConvGeome
   check(n >= 0, "cuda::im2col_forward", "a batch size >= 0", n);
   const int64_t total = s.rows() * n * s.plane(), x_size = n * s.in_c * s.in_h * s.in_w;
   if (total == 0 || (!cols && !cols2)) return;
+  const dim3 grid = detail::grid_2d(n * s.plane(), s.rows());
   if (fits_int32(total) && fits_int32(x_size))
-    kernels::im2col_forward_kernel<T, int32_t><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
+    kernels::im2col_forward_kernel<T, int32_t><<<grid, kThreads, 0, ctx.stream()>>>(
         x, static_cast<int32_t>(n), s, cols, cols2);
   else
     kernels::im2col_forward_kernel<T, int64_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, n, s, cols, cols2);
+        <<<grid, kThreads, 0, ctx.stream()>>>(x, n, s, cols, cols2);
   VARNET_CUDA_CHECK_LAUNCH("im2col_forward_kernel");
 }
 
@@ -140,12 +151,17 @@ void im2col_backward(GpuContext& ctx, const T* dcols, int64_t n, const ops::Conv
   check(n >= 0, "cuda::im2col_backward", "a batch size >= 0", n);
   const int64_t total = n * s.in_c * s.in_h * s.in_w, cols_size = s.rows() * n * s.plane();
   if (total == 0) return;
-  if (fits_int32(total) && fits_int32(cols_size))
-    kernels::im2col_backward_kernel<T, int32_t><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
+  const dim3 grid = detail::grid_2d(s.in_h * s.in_w, n * s.in_c);
+  const bool small = fits_int32(total) && fits_int32(cols_size), unit = s.stride == 1;
+  if (small && unit)
+    kernels::im2col_backward_kernel<T, int32_t, true><<<grid, kThreads, 0, ctx.stream()>>>(
+        dcols, static_cast<int32_t>(n), s, times_2x, dx);
+  else if (small)
+    kernels::im2col_backward_kernel<T, int32_t, false><<<grid, kThreads, 0, ctx.stream()>>>(
         dcols, static_cast<int32_t>(n), s, times_2x, dx);
   else
-    kernels::im2col_backward_kernel<T, int64_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(dcols, n, s, times_2x, dx);
+    kernels::im2col_backward_kernel<T, int64_t, false>
+        <<<grid, kThreads, 0, ctx.stream()>>>(dcols, n, s, times_2x, dx);
   VARNET_CUDA_CHECK_LAUNCH("im2col_backward_kernel");
 }
 
@@ -212,8 +228,12 @@ void channel_major_to_nchw(GpuContext& ctx, const T* y2, const T* bias, int64_t 
                            int64_t p, T* y) {
   const int64_t total = n * o * p;
   if (total <= 0) return;
-  kernels::channel_major_to_nchw_kernel<T>
-      <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y2, bias, n, o, p, y);
+  if (fits_int32(total))
+    kernels::channel_major_to_nchw_kernel<T, int32_t><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
+        y2, bias, int32_t(n), int32_t(o), int32_t(p), y);
+  else
+    kernels::channel_major_to_nchw_kernel<T, int64_t>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y2, bias, n, o, p, y);
   VARNET_CUDA_CHECK_LAUNCH("channel_major_to_nchw_kernel");
 }
 
@@ -222,8 +242,12 @@ template <class T>
 void nchw_to_channel_major(GpuContext& ctx, const T* y, int64_t n, int64_t o, int64_t p, T* y2) {
   const int64_t total = n * o * p;
   if (total <= 0) return;
-  kernels::nchw_to_channel_major_kernel<T>
-      <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y, n, o, p, y2);
+  if (fits_int32(total))
+    kernels::nchw_to_channel_major_kernel<T, int32_t><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
+        y, int32_t(n), int32_t(o), int32_t(p), y2);
+  else
+    kernels::nchw_to_channel_major_kernel<T, int64_t>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y, n, o, p, y2);
   VARNET_CUDA_CHECK_LAUNCH("nchw_to_channel_major_kernel");
 }
 
@@ -409,10 +433,10 @@ void batch_norm_forward(GpuContext& ctx, const Shape& in, const T* x,
   VARNET_CUDA_CHECK_LAUNCH("batch_norm_stats_kernel");
   if (small)
     kernels::batch_norm_apply_kernel<T, int32_t><<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(
-        x, s, a.gamma, a.beta, a.used_mean, a.inv_std, y);
+        x, s, a.gamma, a.beta, a.used_mean, a.inv_std, a.relu, y);
   else
     kernels::batch_norm_apply_kernel<T, int64_t><<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(
-        x, s, a.gamma, a.beta, a.used_mean, a.inv_std, y);
+        x, s, a.gamma, a.beta, a.used_mean, a.inv_std, a.relu, y);
   VARNET_CUDA_CHECK_LAUNCH("batch_norm_apply_kernel");
 }
 

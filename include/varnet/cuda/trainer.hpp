@@ -47,6 +47,8 @@ struct DeviceData {
   DeviceData() = default;
   DeviceData(GpuContext& gpu, const data::LabeledImages& d) {
     shape = d.images.shape();
+    check(shape.n < (int64_t(1) << 31), "cuda::DeviceData(" + d.source + ")",
+          "fewer than 2^31 images", shape.n);
     check(d.labels.size() == size_t(shape.n), "cuda::DeviceData(" + d.source + ")",
           str("one label per image (", shape.n, ")"), d.labels.size(), " labels");
     images.upload(d.images.data(), size_t(shape.numel()), gpu.stream());
@@ -125,9 +127,10 @@ class Trainer {
           steps);
     order_host_.resize(order.size());
     for (size_t i = 0; i < order.size(); ++i) {
-      check(order[i] >= 0 && order[i] < d.shape.n, "cuda::Trainer::run_epoch",
-            str("item indices in [0, ", d.shape.n, ")"), order[i], " at position ", i);
-      order_host_[i] = int32_t(order[i]);
+      if (order[i] < 0 || order[i] >= d.shape.n)
+        fail("cuda::Trainer::run_epoch", str("item indices in [0, ", d.shape.n, ")"),
+             str(order[i], " at position ", i));
+      order_host_[i] = int32_t(order[i]);  // DeviceData holds fewer than 2^31 items
     }
     order_.upload(order_host_, gpu_.stream());
     const uint32_t w[3] = {step_, step_, epoch};
