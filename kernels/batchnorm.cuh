@@ -43,7 +43,9 @@ constexpr int kBatchNormChunk = kBatchNormThreads * kBatchNormPerThread;
 struct BatchNormShape {
   int64_t n = 0, c = 0, p = 1;
   VARNET_HOST_DEVICE int64_t count() const { return n * p; }  // L: values per channel
-  VARNET_HOST_DEVICE int64_t chunks() const { return (count() + kBatchNormChunk - 1) / kBatchNormChunk; }
+  VARNET_HOST_DEVICE int64_t chunks() const {
+    return (count() + kBatchNormChunk - 1) / kBatchNormChunk;
+  }
   VARNET_HOST_DEVICE int64_t numel() const { return n * c * p; }
 };
 
@@ -160,10 +162,10 @@ __global__ void batch_norm_stats_kernel(BatchNormShape s, BatchNormForwardArgs<T
       __syncthreads();
       for (int width = kBatchNormThreads / 2; width > 0; width >>= 1) {
         if (static_cast<int>(threadIdx.x) < width) {
-          const BnMoments m = bn_merge(
-              BnMoments{sn[threadIdx.x], smean[threadIdx.x], sm2[threadIdx.x]},
-              BnMoments{sn[threadIdx.x + width], smean[threadIdx.x + width],
-                        sm2[threadIdx.x + width]});
+          const BnMoments m =
+              bn_merge(BnMoments{sn[threadIdx.x], smean[threadIdx.x], sm2[threadIdx.x]},
+                       BnMoments{sn[threadIdx.x + width], smean[threadIdx.x + width],
+                                 sm2[threadIdx.x + width]});
           sn[threadIdx.x] = m.n;
           smean[threadIdx.x] = m.mean;
           sm2[threadIdx.x] = m.m2;
@@ -275,15 +277,16 @@ __global__ void batch_norm_grad_stats_kernel(BatchNormShape s, BatchNormBackward
 
 // dx = gamma inv_std (dy - mean_dy - xhat proj), one thread per element. dx may alias dy.
 template <class T, class I>
-__global__ void batch_norm_grad_apply_kernel(const T* __restrict__ x, const T* dy,
-                                             BatchNormShape s, BatchNormBackwardArgs<T> a, T* dx) {
+__global__ void batch_norm_grad_apply_kernel(const T* __restrict__ x, const T* dy, BatchNormShape s,
+                                             BatchNormBackwardArgs<T> a, T* dx) {
   const I total = I(s.numel()), p = I(s.p), c = I(s.c);
   for (I k = I(thread_index()); k < total; k += I(grid_stride())) {
     const I ch = (k / p) % c;
     const T is = a.inv_std[ch];
     const T xhat = mul_rn(sub_rn(x[k], a.used_mean[ch]), is);
     const T g = bn_grad_in(a, dy, k);
-    dx[k] = mul_rn(mul_rn(a.gamma[ch], is), sub_rn(sub_rn(g, a.mean_dy[ch]), mul_rn(xhat, a.proj[ch])));
+    dx[k] =
+        mul_rn(mul_rn(a.gamma[ch], is), sub_rn(sub_rn(g, a.mean_dy[ch]), mul_rn(xhat, a.proj[ch])));
   }
 }
 

@@ -6,8 +6,8 @@
 // Layouts: y, dy (N, O, P) contiguous (P = H * W, 1 for dense); channel-major Y2 (O, N * P).
 #pragma once
 
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels/math.cuh"
 

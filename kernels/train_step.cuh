@@ -95,9 +95,8 @@ __device__ AdamScalars<T> adam_scalars_at(const AdamSchedule& a, uint32_t s) {
 // host reads the flag once per epoch).
 template <class T>
 __global__ void adam_scheduled_kernel(int64_t count, AdamSchedule sched, const uint32_t* step,
-                                      T* __restrict__ p, const T* __restrict__ g,
-                                      T* __restrict__ m, T* __restrict__ v,
-                                      int32_t* __restrict__ nonfinite) {
+                                      T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m,
+                                      T* __restrict__ v, int32_t* __restrict__ nonfinite) {
   __shared__ AdamScalars<T> a;
   if (threadIdx.x == 0) a = adam_scalars_at<T>(sched, *step);
   __syncthreads();

@@ -1,7 +1,8 @@
 // The vgg example end to end on generated data: a CIFAR-10-format directory (trains, evaluates,
 // mean propagation at chance) and an MNIST-format one padded to 32x32; --device cuda runs it
-// cannot do, unknown directories and damaged files give a clear message and exit status 2. The executable's path
-// comes from VARNET_VGG (set by CMake); without it the test is skipped with a warning.
+// cannot do, unknown directories and damaged files give a clear message and exit status 2. The
+// executable's path comes from VARNET_VGG (set by CMake); without it the test is skipped with a
+// warning.
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -109,7 +110,8 @@ TEST_CASE("vgg: MNIST-format data padded to 32x32; refuses bad GPU runs, unknown
   const Run cuda_kind = run(data + "--device cuda --layer-kind gdo", log);
   CHECK(cuda_kind.status == 2);
   CHECK(cuda_kind.out.find("--device") != std::string::npos);
-  const Run cuda_resume = run(data + "--device cuda --resume " + (dir.path / "x.ckpt").string(), log);
+  const Run cuda_resume =
+      run(data + "--device cuda --resume " + (dir.path / "x.ckpt").string(), log);
   CHECK(cuda_resume.status == 2);
   CHECK(cuda_resume.out.find("--device") != std::string::npos);
   const Run bad_width = run(data + "--width 0", log);

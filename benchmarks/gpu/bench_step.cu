@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
         varnet::LeNet5Config cfg;
         cfg.variance_layers = v.layers;
         cfg.classes = 10;
-        varnet::Network<float> host = varnet::make_lenet5<float>(cfg, varnet::Shape(1, 1, 28, 28), 0);
+        varnet::Network<float> host =
+            varnet::make_lenet5<float>(cfg, varnet::Shape(1, 1, 28, 28), 0);
         vc::Network<float> net(gpu, host);
         vc::TrainerOptions o;
         o.batch = batch;

@@ -57,12 +57,11 @@ double train_on_gpu(Network<float>& net, const data::LabeledImages& train,
     const auto order = data::shuffled_order(n, s.seed, uint32_t(e));
     const auto t0 = std::chrono::steady_clock::now();
     const cuda::GpuEpochResult r = trainer.run_epoch(data, order, steps, uint32_t(e));
-    const double sec =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     seconds += sec;
     std::printf("epoch %lld/%lld  loss %.4f  train acc %.4f  %.0f img/s  (%.1f s, GPU%s%s)\n",
-                (long long)e + 1, (long long)s.epochs, r.loss, r.accuracy,
-                double(r.images) / sec, sec, s.graph ? ", CUDA graph" : "", s.tf32 ? ", TF32" : "");
+                (long long)e + 1, (long long)s.epochs, r.loss, r.accuracy, double(r.images) / sec,
+                sec, s.graph ? ", CUDA graph" : "", s.tf32 ? ", TF32" : "");
     std::fflush(stdout);
   }
   dev.download(net);

@@ -78,8 +78,9 @@ GpuTrainSettings gpu_settings(const Config& c, const LinearDecay& lr) {
 double train_on_gpu(Network<float>& net, const data::LabeledImages& train,
                     const GpuTrainSettings& s);
 
-// examples::evaluate_report (run_loop.hpp) on the GPU (with TF32 when `tf32`): mean propagation, ensembles of each size
-// in `samples`, and 10 samples with batch statistics; prints a line each; returns the JSON fields.
+// examples::evaluate_report (run_loop.hpp) on the GPU (with TF32 when `tf32`): mean propagation,
+// ensembles of each size in `samples`, and 10 samples with batch statistics; prints a line each;
+// returns the JSON fields.
 std::string evaluate_report_gpu(Network<float>& net, const data::LabeledImages& test,
                                 const std::vector<int64_t>& samples, int64_t eval_batch,
                                 uint64_t seed, bool tf32);

@@ -80,9 +80,9 @@ struct Config {
   int64_t train_samples, epochs, batch, seed, train_limit, eval_batch;
   double lr;
   bool overwrite, finite_check;
-  std::string device;  // cpu or cuda
-  bool graph = true;   // cuda: replay training steps from a CUDA graph
-  bool tf32 = false;   // cuda: TF32 tensor cores
+  std::string device;              // cpu or cuda
+  bool graph = true;               // cuda: replay training steps from a CUDA graph
+  bool tf32 = false;               // cuda: TF32 tensor cores
   std::string checkpoint, resume;  // checkpoint paths ("" when not asked for)
   int64_t checkpoint_every = 0;    // steps between checkpoints (0: at the end only)
 };
@@ -237,19 +237,19 @@ int run(const Config& c) {
       c.device == "cuda"
           ? varnet::examples::train_on_gpu(net, d.train, varnet::examples::gpu_settings(c, lr))
           : varnet::examples::train_resumable(
-                net, adam, trainer, d.train, run_config, start,
-                varnet::examples::loop_settings(c), lr, beta,
+                net, adam, trainer, d.train, run_config, start, varnet::examples::loop_settings(c),
+                lr, beta,
                 [](varnet::Tensor<T>&, const std::vector<int64_t>&, int64_t, uint32_t) {});
   const int64_t trained_steps =
       c.device == "cuda" ? steps_per_epoch * c.epochs : int64_t(trainer.steps() - first_step);
-  const double img_per_s =
-      train_seconds > 0 ? double(trained_steps * c.batch) / train_seconds : 0;
+  const double img_per_s = train_seconds > 0 ? double(trained_steps * c.batch) / train_seconds : 0;
 
   std::string json =
-      "{" + (c.device == "cuda" ? varnet::examples::evaluate_report_gpu(
-                                      net, d.test, c.samples, c.eval_batch, uint64_t(c.seed), c.tf32)
-                                : varnet::examples::evaluate_report(net, d.test, c.samples,
-                                                                    c.eval_batch, uint64_t(c.seed)));
+      "{" + (c.device == "cuda"
+                 ? varnet::examples::evaluate_report_gpu(net, d.test, c.samples, c.eval_batch,
+                                                         uint64_t(c.seed), c.tf32)
+                 : varnet::examples::evaluate_report(net, d.test, c.samples, c.eval_batch,
+                                                     uint64_t(c.seed)));
   json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs, ",\"device\":\"",
               c.device, "\",\"tf32\":", c.tf32 ? "true" : "false");
   json += str(",\"var_layers\":", json_list(c.var_layers), ",\"dist\":\"", c.dist,

@@ -252,10 +252,9 @@ TEST_CASE("variance_square_forward equals variance_forward and square_forward", 
       auto d_p = upload(p), d_x = upload(x);
       vc::DeviceBuffer<float> s2{size_t(count_s + offset)}, x2{size_t(count_x + offset)},
           s2_ref{size_t(count_s)}, x2_ref{size_t(count_x)};
-      vc::variance_square_forward(gpu(), log_param, static_cast<const float*>(d_p.data()) + offset,
-                                  s2.data() + offset, count_s,
-                                  static_cast<const float*>(d_x.data()) + offset,
-                                  x2.data() + offset, count_x);
+      vc::variance_square_forward(
+          gpu(), log_param, static_cast<const float*>(d_p.data()) + offset, s2.data() + offset,
+          count_s, static_cast<const float*>(d_x.data()) + offset, x2.data() + offset, count_x);
       vc::variance_forward(gpu(), log_param, static_cast<const float*>(d_p.data()) + offset,
                            s2_ref.data(), count_s);
       vc::square_forward(gpu(), static_cast<const float*>(d_x.data()) + offset, x2_ref.data(),

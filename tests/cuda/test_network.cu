@@ -22,8 +22,7 @@ namespace {
 // noise draw or missing term shows up at O(1).
 constexpr double kNetworkRtol = 1e-3;
 
-varnet::Network<float> lenet(const std::vector<int>& variance_layers, int64_t side,
-                             uint64_t seed) {
+varnet::Network<float> lenet(const std::vector<int>& variance_layers, int64_t side, uint64_t seed) {
   varnet::LeNet5Config cfg;
   cfg.variance_layers = variance_layers;
   cfg.classes = 10;
@@ -68,9 +67,8 @@ TEST_CASE("cuda::Network forward and backward match the host LeNet-5", "[cuda][n
       const auto dy = random_vector<float>(size_t(batch * 10), 12);
       const varnet::Context ctx = varnet::Context::train(3, 41, 2);
 
-      const varnet::test::CpuRun want =
-          varnet::test::run_cpu(host, x, in, dy, std::vector<float>(host.params().size(), 0.f),
-                                ctx);
+      const varnet::test::CpuRun want = varnet::test::run_cpu(
+          host, x, in, dy, std::vector<float>(host.params().size(), 0.f), ctx);
       const vc::DeviceBuffer<float> dx = varnet::test::upload(x);
       const vc::DeviceBuffer<float> ddy = varnet::test::upload(dy);
       const float* y = dev.forward(dx.data(), batch, ctx);
@@ -184,8 +182,8 @@ TEST_CASE("cuda::Network forward and backward match a host VGG", "[cuda][network
   const auto x = random_vector<float>(size_t(in.numel()), 31);
   const auto dy = random_vector<float>(size_t(batch * 10), 32);
   const varnet::Context ctx = varnet::Context::train(6, 2, 0);
-  const varnet::test::CpuRun want = varnet::test::run_cpu(
-      host, x, in, dy, std::vector<float>(host.params().size(), 0.f), ctx);
+  const varnet::test::CpuRun want =
+      varnet::test::run_cpu(host, x, in, dy, std::vector<float>(host.params().size(), 0.f), ctx);
   const vc::DeviceBuffer<float> dx = varnet::test::upload(x);
   const vc::DeviceBuffer<float> ddy = varnet::test::upload(dy);
   const float* y = dev.forward(dx.data(), batch, ctx);

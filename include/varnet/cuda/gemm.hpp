@@ -15,11 +15,11 @@
 #include <climits>
 #include <cstdint>
 
+#include "kernels/elementwise.cuh"
 #include "varnet/core/error.hpp"
 #include "varnet/cuda/check.hpp"
 #include "varnet/cuda/handle.hpp"
 #include "varnet/cuda/launch.hpp"
-#include "kernels/elementwise.cuh"
 
 namespace varnet::cuda {
 
@@ -108,17 +108,16 @@ inline cublasStatus_t gemm_strided_call(cublasHandle_t h, cublasOperation_t ta,
                                         const float* alpha, const float* a, int lda, long long sa,
                                         const float* b, int ldb, long long sb, const float* beta,
                                         float* c, int ldc, long long sc, int batch) {
-  return cublasSgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c,
-                                   ldc, sc, batch);
+  return cublasSgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc,
+                                   sc, batch);
 }
 inline cublasStatus_t gemm_strided_call(cublasHandle_t h, cublasOperation_t ta,
                                         cublasOperation_t tb, int m, int n, int k,
-                                        const double* alpha, const double* a, int lda,
-                                        long long sa, const double* b, int ldb, long long sb,
-                                        const double* beta, double* c, int ldc, long long sc,
-                                        int batch) {
-  return cublasDgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c,
-                                   ldc, sc, batch);
+                                        const double* alpha, const double* a, int lda, long long sa,
+                                        const double* b, int ldb, long long sb, const double* beta,
+                                        double* c, int ldc, long long sc, int batch) {
+  return cublasDgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc,
+                                   sc, batch);
 }
 }  // namespace detail
 
@@ -150,13 +149,13 @@ void gemm_split_k(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t
   // Column-major, as gemm(): partial_s^T (n, m) = op(B_s)^T op(A_s)^T.
   VARNET_CUBLAS_CHECK(detail::gemm_strided_call(
       ctx.blas(), detail::to_cublas(opb), detail::to_cublas(opa), detail::to_int(n, "n"),
-      detail::to_int(m, "m"), detail::to_int(kc, "k"), &one, b, detail::to_int(ldb, "ldb"),
-      step_b, a, detail::to_int(lda, "lda"), step_a, &zero, workspace, detail::to_int(n, "n"),
-      m * n, detail::to_int(chunks, "chunks")));
+      detail::to_int(m, "m"), detail::to_int(kc, "k"), &one, b, detail::to_int(ldb, "ldb"), step_b,
+      a, detail::to_int(lda, "lda"), step_a, &zero, workspace, detail::to_int(n, "n"), m * n,
+      detail::to_int(chunks, "chunks")));
   sum_partials(ctx, m * n, chunks, static_cast<const T*>(workspace), alpha, beta, c);
   if (rest > 0)  // the last k - chunks kc terms, added to C
-    gemm(ctx, opa, opb, m, n, rest, alpha, a + chunks * step_a, lda, b + chunks * step_b, ldb,
-         T(1), c, n);
+    gemm(ctx, opa, opb, m, n, rest, alpha, a + chunks * step_a, lda, b + chunks * step_b, ldb, T(1),
+         c, n);
 }
 
 }  // namespace varnet::cuda

@@ -9,8 +9,8 @@
 #pragma once
 
 #include <cublas_v2.h>
-#include <cstddef>
 #include <cuda_runtime.h>
+#include <cstddef>
 
 #include "varnet/cuda/check.hpp"
 

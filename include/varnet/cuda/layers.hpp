@@ -187,7 +187,8 @@ class BatchNorm {
   int64_t scratch_size(const Shape& in) const {
     output_shape(in);
     const int64_t doubles = batch_norm_partials(in);
-    return 4 * c_ + (doubles * int64_t(sizeof(double)) + int64_t(sizeof(T)) - 1) / int64_t(sizeof(T));
+    return 4 * c_ +
+           (doubles * int64_t(sizeof(double)) + int64_t(sizeof(T)) - 1) / int64_t(sizeof(T));
   }
 
   // fuse_relu: y = max(batch norm, 0), a ReLU after the layer in the same pass; its backward
@@ -212,8 +213,7 @@ class BatchNorm {
   }
 
   void backward(GpuContext& ctx, const BatchNormTensors<T>& t, const Shape& in, const T* x,
-                const T* dy, T* dx, T* scratch, const Context& c,
-                const T* relu_y = nullptr) const {
+                const T* dy, T* dx, T* scratch, const Context& c, const T* relu_y = nullptr) const {
     output_shape(in);
     kernels::BatchNormBackwardArgs<T> a;
     a.gamma = t.gamma;

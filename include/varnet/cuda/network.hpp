@@ -273,8 +273,8 @@ class VarianceConvAdapter : public GpuLayer<T> {
   }
   void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
                 T* scratch) override {
-    layer_.backward(p.gpu, tensors(p), in, x, dy, dx, scratch, this->key(p.ctx),
-                    this->mode(p.ctx), p.device_step);
+    layer_.backward(p.gpu, tensors(p), in, x, dy, dx, scratch, this->key(p.ctx), this->mode(p.ctx),
+                    p.device_step);
   }
 
  private:
@@ -332,8 +332,7 @@ class Network {
     for (size_t i = 0; i < host.size(); ++i) {
       const Layer<T>& l = host.layer(i);
       // BatchNorm then ReLU: the batch norm's kernels apply the ReLU too (the ReLU has no mode).
-      auto* bn = i > 0 ? dynamic_cast<detail::BatchNormAdapter<T>*>(layers_.back().get())
-                       : nullptr;
+      auto* bn = i > 0 ? dynamic_cast<detail::BatchNormAdapter<T>*>(layers_.back().get()) : nullptr;
       if (bn && dynamic_cast<const varnet::ReLU<T>*>(&l)) {
         bn->fuse_relu();
         layers_.push_back(std::make_unique<detail::PassthroughAdapter<T>>(l));
@@ -461,11 +460,11 @@ class Network {
  private:
   struct Workspace {
     const T* input = nullptr;
-    std::vector<Shape> in_shape;              // layer i's input shape
-    std::vector<DeviceBuffer<T>> acts;        // layer i's output (empty for passthroughs)
-    std::vector<DeviceBuffer<T>> scratch;     // layer i's scratch
-    std::vector<const T*> out;                // where layer i's output is
-    DeviceBuffer<T> grad[2];                  // ping-pong input gradients
+    std::vector<Shape> in_shape;           // layer i's input shape
+    std::vector<DeviceBuffer<T>> acts;     // layer i's output (empty for passthroughs)
+    std::vector<DeviceBuffer<T>> scratch;  // layer i's scratch
+    std::vector<const T*> out;             // where layer i's output is
+    DeviceBuffer<T> grad[2];               // ping-pong input gradients
     int64_t batch = -1;
   };
 
@@ -511,8 +510,8 @@ class Network {
     ms.resize(layers_.size(), 0.0);
     for (size_t i = 0; i < layers_.size(); ++i) {
       float t = 0;
-      VARNET_CUDA_CHECK(cudaEventElapsedTime(&t, events_[reverse ? i + 1 : i],
-                                             events_[reverse ? i : i + 1]));
+      VARNET_CUDA_CHECK(
+          cudaEventElapsedTime(&t, events_[reverse ? i + 1 : i], events_[reverse ? i : i + 1]));
       ms[i] += double(t);
     }
   }

@@ -134,8 +134,8 @@ void im2col_forward(GpuContext& ctx, const T* x, int64_t n, const ops::ConvGeome
   if (total == 0 || (!cols && !cols2)) return;
   const dim3 grid = detail::grid_2d(n * s.plane(), s.rows());
   if (fits_int32(total) && fits_int32(x_size))
-    kernels::im2col_forward_kernel<T, int32_t><<<grid, kThreads, 0, ctx.stream()>>>(
-        x, static_cast<int32_t>(n), s, cols, cols2);
+    kernels::im2col_forward_kernel<T, int32_t>
+        <<<grid, kThreads, 0, ctx.stream()>>>(x, static_cast<int32_t>(n), s, cols, cols2);
   else
     kernels::im2col_forward_kernel<T, int64_t>
         <<<grid, kThreads, 0, ctx.stream()>>>(x, n, s, cols, cols2);
@@ -154,11 +154,11 @@ void im2col_backward(GpuContext& ctx, const T* dcols, int64_t n, const ops::Conv
   const dim3 grid = detail::grid_2d(s.in_h * s.in_w, n * s.in_c);
   const bool small = fits_int32(total) && fits_int32(cols_size), unit = s.stride == 1;
   if (small && unit)
-    kernels::im2col_backward_kernel<T, int32_t, true><<<grid, kThreads, 0, ctx.stream()>>>(
-        dcols, static_cast<int32_t>(n), s, times_2x, dx);
+    kernels::im2col_backward_kernel<T, int32_t, true>
+        <<<grid, kThreads, 0, ctx.stream()>>>(dcols, static_cast<int32_t>(n), s, times_2x, dx);
   else if (small)
-    kernels::im2col_backward_kernel<T, int32_t, false><<<grid, kThreads, 0, ctx.stream()>>>(
-        dcols, static_cast<int32_t>(n), s, times_2x, dx);
+    kernels::im2col_backward_kernel<T, int32_t, false>
+        <<<grid, kThreads, 0, ctx.stream()>>>(dcols, static_cast<int32_t>(n), s, times_2x, dx);
   else
     kernels::im2col_backward_kernel<T, int64_t, false>
         <<<grid, kThreads, 0, ctx.stream()>>>(dcols, n, s, times_2x, dx);
@@ -190,7 +190,8 @@ void variance_backward(GpuContext& ctx, bool log_sigma2, const T* p, const T* s2
 template <class T>
 void variance_square_forward(GpuContext& ctx, bool log_sigma2, const T* p, T* s2, int64_t count_s,
                              const T* x, T* x2, int64_t count_x) {
-  const int64_t groups = (std::max<int64_t>(count_s, 0) + 3) / 4 + (std::max<int64_t>(count_x, 0) + 3) / 4;
+  const int64_t groups =
+      (std::max<int64_t>(count_s, 0) + 3) / 4 + (std::max<int64_t>(count_x, 0) + 3) / 4;
   if (groups == 0) return;
   kernels::variance_square_forward_kernel<T><<<grid_for(groups), kThreads, 0, ctx.stream()>>>(
       std::max<int64_t>(count_s, 0), log_sigma2, p, s2, std::max<int64_t>(count_x, 0), x, x2);
@@ -229,8 +230,9 @@ void channel_major_to_nchw(GpuContext& ctx, const T* y2, const T* bias, int64_t 
   const int64_t total = n * o * p;
   if (total <= 0) return;
   if (fits_int32(total))
-    kernels::channel_major_to_nchw_kernel<T, int32_t><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
-        y2, bias, int32_t(n), int32_t(o), int32_t(p), y);
+    kernels::channel_major_to_nchw_kernel<T, int32_t>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y2, bias, int32_t(n), int32_t(o),
+                                                         int32_t(p), y);
   else
     kernels::channel_major_to_nchw_kernel<T, int64_t>
         <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y2, bias, n, o, p, y);
@@ -243,8 +245,8 @@ void nchw_to_channel_major(GpuContext& ctx, const T* y, int64_t n, int64_t o, in
   const int64_t total = n * o * p;
   if (total <= 0) return;
   if (fits_int32(total))
-    kernels::nchw_to_channel_major_kernel<T, int32_t><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
-        y, int32_t(n), int32_t(o), int32_t(p), y2);
+    kernels::nchw_to_channel_major_kernel<T, int32_t>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y, int32_t(n), int32_t(o), int32_t(p), y2);
   else
     kernels::nchw_to_channel_major_kernel<T, int64_t>
         <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y, n, o, p, y2);
@@ -432,11 +434,13 @@ void batch_norm_forward(GpuContext& ctx, const Shape& in, const T* x,
       <<<batch_norm_blocks(s.c), kernels::kBatchNormThreads, 0, ctx.stream()>>>(s, a);
   VARNET_CUDA_CHECK_LAUNCH("batch_norm_stats_kernel");
   if (small)
-    kernels::batch_norm_apply_kernel<T, int32_t><<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(
-        x, s, a.gamma, a.beta, a.used_mean, a.inv_std, a.relu, y);
+    kernels::batch_norm_apply_kernel<T, int32_t>
+        <<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(x, s, a.gamma, a.beta, a.used_mean,
+                                                             a.inv_std, a.relu, y);
   else
-    kernels::batch_norm_apply_kernel<T, int64_t><<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(
-        x, s, a.gamma, a.beta, a.used_mean, a.inv_std, a.relu, y);
+    kernels::batch_norm_apply_kernel<T, int64_t>
+        <<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(x, s, a.gamma, a.beta, a.used_mean,
+                                                             a.inv_std, a.relu, y);
   VARNET_CUDA_CHECK_LAUNCH("batch_norm_apply_kernel");
 }
 

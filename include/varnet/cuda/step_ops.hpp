@@ -17,13 +17,12 @@ namespace varnet::cuda {
 // at positions (*step - *first_step) * batch + i of the device order (device words), cropped and
 // flipped per image when aug.on (keyed by the device word *epoch).
 template <class T>
-void gather_batch(GpuContext& ctx, const float* images, const int32_t* labels,
-                  const int32_t* order, const uint32_t* step, const uint32_t* first_step,
-                  const uint32_t* epoch, int64_t batch, int64_t per,
-                  const kernels::GatherAugment& aug, T* x, int32_t* y) {
+void gather_batch(GpuContext& ctx, const float* images, const int32_t* labels, const int32_t* order,
+                  const uint32_t* step, const uint32_t* first_step, const uint32_t* epoch,
+                  int64_t batch, int64_t per, const kernels::GatherAugment& aug, T* x, int32_t* y) {
   check(!aug.on || (aug.pad >= 0 && aug.c * aug.h * aug.w == per), "cuda::gather_batch",
-        str("augmentation of images of ", per, " values with a padding >= 0"), "C ", aug.c,
-        ", H ", aug.h, ", W ", aug.w, ", pad ", aug.pad);
+        str("augmentation of images of ", per, " values with a padding >= 0"), "C ", aug.c, ", H ",
+        aug.h, ", W ", aug.w, ", pad ", aug.pad);
   if (batch * per <= 0) return;
   kernels::gather_batch_kernel<T><<<grid_for(batch * per), kThreads, 0, ctx.stream()>>>(
       images, labels, order, step, first_step, epoch, batch, per, aug, x, y);
@@ -36,8 +35,8 @@ template <class T>
 void adam_scheduled(GpuContext& ctx, int64_t count, const kernels::AdamSchedule& sched,
                     const uint32_t* step, T* p, const T* g, T* m, T* v, int32_t* nonfinite) {
   if (count <= 0) return;
-  kernels::adam_scheduled_kernel<T><<<grid_for(count), kThreads, 0, ctx.stream()>>>(
-      count, sched, step, p, g, m, v, nonfinite);
+  kernels::adam_scheduled_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, sched, step, p, g, m, v, nonfinite);
   VARNET_CUDA_CHECK_LAUNCH("adam_scheduled_kernel");
 }
 

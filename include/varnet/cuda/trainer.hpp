@@ -58,14 +58,14 @@ struct DeviceData {
 };
 
 struct TrainerOptions {
-  int samples = 1;     // K of the K-sample objective
-  uint64_t seed = 0;   // noise (the same seed as the host Trainer's)
+  int samples = 1;    // K of the K-sample objective
+  uint64_t seed = 0;  // noise (the same seed as the host Trainer's)
   int64_t batch = 128;
-  LinearDecay lr;      // the learning rate at each step
+  LinearDecay lr;  // the learning rate at each step
   AdamOptions adam;
   bool graph = false;  // capture a step in a CUDA graph and replay it
   bool check_finite = true;
-  bool augment = false;          // crop and flip each image (data::augment_batch's transform)
+  bool augment = false;  // crop and flip each image (data::augment_batch's transform)
   data::AugmentOptions augment_options;
 };
 
@@ -161,8 +161,7 @@ class Trainer {
           "a label out of range in steps ", first, "..", step_ - 1);
     if (opt_.check_finite && (flags[0] != 0 || !std::isfinite(totals[0])))
       throw NonFiniteError(str("training steps ", first, "..", step_ - 1,
-                               " on the GPU: expected finite ",
-                               flags[0] ? "gradients" : "losses",
+                               " on the GPU: expected finite ", flags[0] ? "gradients" : "losses",
                                ", found a non-finite value (the GPU checks once per epoch)"));
     GpuEpochResult r;
     r.images = steps * opt_.batch;
@@ -195,8 +194,9 @@ class Trainer {
       if (opt_.samples == 1) {
         logits_ptr_ = out;
       } else {
-        VARNET_CUDA_CHECK(cudaMemcpyAsync(logits_.data() + k * B * C, out, size_t(B * C) * sizeof(T),
-                                          cudaMemcpyDeviceToDevice, gpu_.stream()));
+        VARNET_CUDA_CHECK(cudaMemcpyAsync(logits_.data() + k * B * C, out,
+                                          size_t(B * C) * sizeof(T), cudaMemcpyDeviceToDevice,
+                                          gpu_.stream()));
         logits_ptr_ = logits_.data();
       }
     }
@@ -214,8 +214,8 @@ class Trainer {
                    net_.params(), static_cast<const T*>(net_.grads()), m_.data(), v_.data(),
                    flags_.data());
     finish_step(gpu_, B, static_cast<const T*>(row_loss_.data()),
-                static_cast<const int32_t*>(row_correct_.data()), totals_.data(),
-                flags_.data() + 1, step);
+                static_cast<const int32_t*>(row_correct_.data()), totals_.data(), flags_.data() + 1,
+                step);
   }
 
   // Records enqueue_step into a graph and instantiates it. The data set and order buffers must
