@@ -202,6 +202,24 @@ def weight_layer_factory(torch, e0):
     return weight_layer
 
 
+def time_training_step(torch, net, opt, x, y, median_ms, warmup, repeats):
+    """Median ms of one Adam step (zero_grad, forward, cross-entropy, backward, step) of `net` on
+    the batch (x, y), and whether the last loss was finite (checked after timing, so that no step
+    waits for the host)."""
+    F = torch.nn.functional
+    last = []
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        last[:] = [loss.detach()]
+
+    ms = median_ms(step, warmup, repeats)
+    return ms, bool(torch.isfinite(last[0]).item())
+
+
 def lenet5_benchmarks(torch, device, cuda, median_ms, e0):
     """Times the LeNet-5 training step per variant and the var1 ensemble inference.
 
@@ -240,20 +258,11 @@ def lenet5_benchmarks(torch, device, cuda, median_ms, e0):
     for name, var_layers in variants.items():
         net = LeNet5(var_layers).to(device).train()
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        last = []  # the latest loss, checked after timing (no host sync inside a step)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net(x), y)
-            loss.backward()
-            opt.step()
-            last[:] = [loss.detach()]
-
-        ms = median_ms(step, warmup, repeats)
+        ms, finite = time_training_step(torch, net, opt, x, y, median_ms, warmup, repeats)
         steps.append({
             "variant": name, "var_layers": list(var_layers), "batch": batch,
             "warmup": warmup, "repeats": repeats, "ms": ms, "img_per_s": batch / ms * 1e3,
-            "loss_finite": bool(torch.isfinite(last[0]).item()),
+            "loss_finite": finite,
         })
         nets[name] = net
 
@@ -331,23 +340,13 @@ def vgg_benchmarks(torch, device, cuda, median_ms, e0):
     for name, var_layers in variants.items():
         net = Vgg(width, var_layers).to(device).train()
         opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.95, 0.999))
-        last = []  # the latest loss, checked after timing (no host sync inside a step)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net(x), y)
-            loss.backward()
-            opt.step()
-            last[:] = [loss.detach()]
-
-        ms = median_ms(step, warmup, repeats)
+        ms, finite = time_training_step(torch, net, opt, x, y, median_ms, warmup, repeats)
         steps.append({
             "variant": name, "stochastic_layers": list(var_layers), "width": width,
             "batch": batch, "warmup": warmup, "repeats": repeats, "ms": ms,
-            "img_per_s": batch / ms * 1e3,
-            "loss_finite": bool(torch.isfinite(last[0]).item()),
+            "img_per_s": batch / ms * 1e3, "loss_finite": finite,
         })
-        del net, opt, last  # free the device memory before the next variant
+        del net, opt  # free the device memory before the next variant
     return steps
 
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "run_loop.hpp"
 #include "varnet/core/error.hpp"
 #include "varnet/data/augment.hpp"
 #include "varnet/data/idx.hpp"
@@ -94,5 +95,15 @@ inline std::string evaluate_report_gpu(Network<float>&, const data::LabeledImage
   fail("--device", "cpu", "cuda in a build without CUDA");
 }
 #endif
+
+// The final evaluation (run_loop.hpp's evaluate_report) on the run's device (Config: lenet5's or
+// vgg's parsed flags).
+template <class Config>
+std::string evaluate_on_device(const Config& c, Network<float>& net,
+                               const data::LabeledImages& test) {
+  return c.device == "cuda"
+             ? evaluate_report_gpu(net, test, c.samples, c.eval_batch, uint64_t(c.seed), c.tf32)
+             : evaluate_report(net, test, c.samples, c.eval_batch, uint64_t(c.seed));
+}
 
 }  // namespace varnet::examples

@@ -244,12 +244,7 @@ int run(const Config& c) {
       c.device == "cuda" ? steps_per_epoch * c.epochs : int64_t(trainer.steps() - first_step);
   const double img_per_s = train_seconds > 0 ? double(trained_steps * c.batch) / train_seconds : 0;
 
-  std::string json =
-      "{" + (c.device == "cuda"
-                 ? varnet::examples::evaluate_report_gpu(net, d.test, c.samples, c.eval_batch,
-                                                         uint64_t(c.seed), c.tf32)
-                 : varnet::examples::evaluate_report(net, d.test, c.samples, c.eval_batch,
-                                                     uint64_t(c.seed)));
+  std::string json = "{" + varnet::examples::evaluate_on_device(c, net, d.test);
   json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs, ",\"device\":\"",
               c.device, "\",\"tf32\":", c.tf32 ? "true" : "false");
   json += str(",\"var_layers\":", json_list(c.var_layers), ",\"dist\":\"", c.dist,

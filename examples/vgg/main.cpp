@@ -299,12 +299,7 @@ int run(const Config& c) {
   }
   const double img_per_s = train_seconds > 0 ? double(trained_steps * c.batch) / train_seconds : 0;
 
-  std::string json =
-      "{" + (c.device == "cuda"
-                 ? varnet::examples::evaluate_report_gpu(net, d.test, c.samples, c.eval_batch,
-                                                         uint64_t(c.seed), c.tf32)
-                 : varnet::examples::evaluate_report(net, d.test, c.samples, c.eval_batch,
-                                                     uint64_t(c.seed)));
+  std::string json = "{" + varnet::examples::evaluate_on_device(c, net, d.test);
   json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs);
   json += str(",\"model\":\"vgg\",\"width\":", c.width, ",\"data\":\"", d.format,
               "\",\"classes\":", classes, ",\"augment\":", c.augment ? "true" : "false",
