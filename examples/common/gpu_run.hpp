@@ -42,8 +42,6 @@ void check_gpu_config(const Config& c) {
   check(c.layer_kind == "variance" || c.layer_kind == "deterministic", "--device cuda",
         "--layer-kind variance or deterministic (the layer families with GPU kernels)",
         "--layer-kind ", c.layer_kind);
-  check(c.dist == "gaussian" || c.dist == "none", "--device cuda",
-        "--dist gaussian or none (the weight distribution with GPU kernels)", "--dist ", c.dist);
   check(c.checkpoint.empty() && c.resume.empty(), "--device cuda",
         "no --checkpoint or --resume (checkpoints are written by CPU runs only, so far)",
         c.checkpoint.empty() ? "--resume" : "--checkpoint");

@@ -60,7 +60,7 @@ const char* kHelp = R"(lenet5: train and evaluate a variance LeNet-5 on MNIST-fo
   --resume PATH         continue the run checkpointed in PATH (PATH.prev if PATH is damaged);
                         the other flags must match the checkpointed run's
   --no-finite-check     do not stop at the first non-finite loss or gradient
-  --device D            cpu|cuda: where to train and evaluate (cuda: Gaussian variance and
+  --device D            cpu|cuda: where to train and evaluate (cuda: variance and
                         deterministic layers, no checkpoints; needs a build with CUDA) [cpu]
   --no-graph            cuda: launch every kernel of a step instead of replaying a CUDA graph
   --tf32                cuda: TF32 tensor cores in the matrix products (faster, ~1e-3 relative

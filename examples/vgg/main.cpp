@@ -65,7 +65,7 @@ const char* kHelp = R"(vgg: train and evaluate a VGG-like variance network on 32
   --train-limit N       use the first N training images only (quick runs) [all]
   --test-limit N        evaluate on the first N test images only (quick runs) [all]
   --eval-batch B        evaluation batch size (also the batch of batch statistics) [500]
-  --device D            cpu|cuda: where to train and evaluate (cuda: Gaussian variance and
+  --device D            cpu|cuda: where to train and evaluate (cuda: variance and
                         deterministic layers, no checkpoints; needs a build with CUDA) [cpu]
   --no-graph            cuda: launch every kernel of a step instead of replaying a CUDA graph
   --tf32                cuda: TF32 tensor cores in the matrix products (faster, ~1e-3 relative

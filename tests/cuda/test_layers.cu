@@ -50,10 +50,13 @@ vc::VarianceTensors<float> device_tensors(varnet::Network<float>& net, const Cpu
 }
 
 void check_linear(int64_t n, int64_t in, int64_t out, varnet::VarianceParam param, bool bias,
-                  varnet::PredictMode mode) {
+                  varnet::PredictMode mode,
+                  varnet::WeightDist dist = varnet::WeightDist::gaussian) {
   INFO("VarianceLinear n " << n << ", " << in << " -> " << out << ", " << varnet::to_string(param)
-                           << (bias ? ", bias" : "") << ", mode " << mode_name(mode));
+                           << (bias ? ", bias" : "") << ", mode " << mode_name(mode) << ", "
+                           << varnet::to_string(dist));
   varnet::VarianceOptions opt;
+  opt.dist = dist;
   opt.param = param;
   opt.bias = bias;
   varnet::Network<float> net;
@@ -90,7 +93,7 @@ void check_linear(int64_t n, int64_t in, int64_t out, varnet::VarianceParam para
 
 // (n, C, H, W, O, kernel, stride, pad)
 void check_conv(const std::array<int64_t, 8>& s, varnet::VarianceParam param, bool bias,
-                varnet::PredictMode mode) {
+                varnet::PredictMode mode, varnet::WeightDist dist = varnet::WeightDist::gaussian) {
   const int64_t n = s[0], c = s[1], h = s[2], wd = s[3], o = s[4];
   varnet::ConvOptions conv;
   conv.kernel = s[5];
@@ -99,8 +102,9 @@ void check_conv(const std::array<int64_t, 8>& s, varnet::VarianceParam param, bo
   INFO("VarianceConv2d n " << n << ", " << c << "x" << h << "x" << wd << " -> " << o << ", kernel "
                            << conv.kernel << ", stride " << conv.stride << ", pad " << conv.pad
                            << ", " << varnet::to_string(param) << (bias ? ", bias" : "")
-                           << ", mode " << mode_name(mode));
+                           << ", mode " << mode_name(mode) << ", " << varnet::to_string(dist));
   varnet::VarianceOptions opt;
+  opt.dist = dist;
   opt.param = param;
   opt.bias = bias;
   varnet::Network<float> net;
@@ -156,11 +160,23 @@ TEST_CASE("GPU VarianceConv2d (gaussian) matches the CPU layer", "[cuda]") {
              varnet::PredictMode::mean);
 }
 
+TEST_CASE("GPU VarianceLinear and VarianceConv2d with Bernoulli and uniform weights match the CPU",
+          "[cuda]") {
+  // The weights are drawn once per step from the same words on both backends.
+  for (const auto dist : {varnet::WeightDist::bernoulli, varnet::WeightDist::uniform})
+    for (const auto param : {varnet::VarianceParam::sigma, varnet::VarianceParam::log_sigma2}) {
+      check_linear(7, 100, 65, param, true, varnet::PredictMode::sample, dist);
+      check_linear(1, 33, 17, param, false, varnet::PredictMode::sample, dist);
+      check_conv({2, 2, 9, 11, 7, 3, 2, 0}, param, true, varnet::PredictMode::sample, dist);
+      check_conv({3, 4, 6, 5, 3, 5, 1, 2}, param, false, varnet::PredictMode::sample, dist);
+    }
+  check_linear(5, 9, 4, varnet::VarianceParam::sigma, true, varnet::PredictMode::mean,
+               varnet::WeightDist::bernoulli);
+  check_conv({2, 3, 5, 5, 4, 3, 1, 1}, varnet::VarianceParam::log_sigma2, true,
+             varnet::PredictMode::mean, varnet::WeightDist::uniform);
+}
+
 TEST_CASE("GPU variance layers reject what they do not support", "[cuda]") {
-  varnet::VarianceOptions opt;
-  opt.dist = varnet::WeightDist::bernoulli;
-  CHECK_THROWS_AS(vc::VarianceLinear<float>(3, 4, opt), varnet::Error);
-  CHECK_THROWS_AS(vc::VarianceConv2d<float>(3, 4, varnet::ConvOptions{}, opt), varnet::Error);
   const vc::VarianceConv2d<float> conv(3, 4, varnet::ConvOptions{});
   CHECK_THROWS_AS(conv.output_shape(varnet::Shape(1, 2, 8, 8)), varnet::Error);  // channels
   CHECK_THROWS_AS(conv.output_shape(varnet::Shape(1, 3, 2, 8)), varnet::Error);  // too small

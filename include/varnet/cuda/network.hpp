@@ -7,7 +7,8 @@
 //   - the GPU draws the same noise as the CPU (same layer ids, same NoiseKey), and the parity
 //     tests compare the two networks' outputs and gradients directly.
 // Supported layers: Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, and VarianceConv2d /
-// VarianceLinear with Gaussian weights. Any other layer is refused at construction with its name.
+// VarianceLinear (Gaussian, Bernoulli or uniform weights). Any other layer (the baselines'
+// dropout families) is refused at construction with its name.
 // Per-layer prediction modes (Layer::mode_override) are copied when the mirror is made. A ReLU
 // right after a BatchNorm is fused into it (the batch norm's kernels apply it, both ways).
 //
@@ -299,22 +300,13 @@ std::unique_ptr<GpuLayer<T>> mirror(const Layer<T>& l, const ParamTable& t) {
     return std::make_unique<PoolAdapter<T>>(*c);
   if (dynamic_cast<const varnet::Flatten<T>*>(&l))
     return std::make_unique<PassthroughAdapter<T>>(l);
-  const auto gaussian = [&](const VarianceOptions& o) {
-    check(o.dist == WeightDist::gaussian, "cuda::Network",
-          str("Gaussian weights in layer '", l.name(), "' (the only variance family on the GPU)"),
-          to_string(o.dist), " weights");
-  };
-  if (auto* c = dynamic_cast<const varnet::VarianceLinear<T>*>(&l)) {
-    gaussian(c->options());
+  if (auto* c = dynamic_cast<const varnet::VarianceLinear<T>*>(&l))
     return std::make_unique<VarianceLinearAdapter<T>>(*c, t);
-  }
-  if (auto* c = dynamic_cast<const varnet::VarianceConv2d<T>*>(&l)) {
-    gaussian(c->options());
+  if (auto* c = dynamic_cast<const varnet::VarianceConv2d<T>*>(&l))
     return std::make_unique<VarianceConvAdapter<T>>(*c, t);
-  }
   fail("cuda::Network",
        "layers with a GPU version (Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, "
-       "Gaussian VarianceConv2d and VarianceLinear)",
+       "VarianceConv2d and VarianceLinear)",
        str("layer '", l.name(), "' of kind ", l.kind()));
 }
 

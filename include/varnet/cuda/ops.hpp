@@ -26,6 +26,7 @@
 #include "kernels/lrt.cuh"
 #include "kernels/pool.cuh"
 #include "kernels/softmax_xent.cuh"
+#include "kernels/weights.cuh"
 #include "varnet/core/error.hpp"
 #include "varnet/core/random.hpp"
 #include "varnet/core/tensor.hpp"
@@ -270,6 +271,29 @@ void bias_backward(GpuContext& ctx, const T* dy, int64_t n, int64_t o, int64_t p
   kernels::bias_backward_kernel<T>
       <<<blocks, kernels::kReduceThreads, 0, ctx.stream()>>>(dy, n, o, p, db);
   VARNET_CUDA_CHECK_LAUNCH("bias_backward_kernel");
+}
+
+// ---- weights drawn per step (kernels/weights.cuh) ----
+
+// w, xi (count) = Bernoulli or uniform zero-mean weights from p (see the kernel); step as in
+// lrt_forward.
+template <class T>
+void sample_weights(GpuContext& ctx, const NoiseKey& key, bool bernoulli, bool log_sigma2,
+                    int64_t count, const T* p, T* w, T* xi, const uint32_t* step = nullptr) {
+  if (count <= 0) return;
+  kernels::sample_weights_kernel<T><<<grid_for((count + 3) / 4), kThreads, 0, ctx.stream()>>>(
+      key, step, bernoulli, log_sigma2, count, p, w, xi);
+  VARNET_CUDA_CHECK_LAUNCH("sample_weights_kernel");
+}
+
+// dp += dw * dw/dp for the sampled weights w = sd(p) xi.
+template <class T>
+void weight_backward(GpuContext& ctx, bool log_sigma2, const T* p, const T* xi, const T* dw, T* dp,
+                     int64_t count) {
+  if (count <= 0) return;
+  kernels::weight_backward_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, log_sigma2, p, xi, dw, dp);
+  VARNET_CUDA_CHECK_LAUNCH("weight_backward_kernel");
 }
 
 // ---- Adam (kernels/adam.cuh) ----

@@ -1,4 +1,4 @@
-// Gaussian variance layers on the GPU: cuBLAS GEMMs plus the fused kernels in kernels/. The CPU
+// Variance layers on the GPU: cuBLAS GEMMs plus the fused kernels in kernels/. The CPU
 // layers are VarianceLinear and VarianceConv2d in include/varnet/layers/variance.hpp; these
 // follow the same layer contract (layers/layer.hpp) and give the same numbers up to float
 // rounding, drawing the same noise for the same NoiseKey:
@@ -8,7 +8,9 @@
 //             dL/dv = g eps / (2 sqrt(v + e0)) (eps recomputed, never stored),
 //             d s2 = dL/dv^T . (x*x),  d param += chain rule of s2,  db += sums of g,
 //             dx = 2 x * (dL/dv . s2)  (convolutions: 2 x * col2im(s2^T . dL/dv)).
-// Only the Gaussian (LRT) distribution runs here; Bernoulli and uniform weights throw.
+// Bernoulli and uniform weights are drawn once per step instead (no LRT for them, as on the CPU):
+//   w = sd xi (kernels/weights.cuh), y = x . w^T (+ b); backward dw = dy^T . x, d param += dw
+//   xi (chain rule), dx = dy . w; convolutions through im2col.
 //
 // Everything is a device pointer; the work is enqueued on ctx's stream (no synchronisation).
 // Noise: pass NoiseKey{seed, layer id, step, stream}, as the CPU layer's noise_key(ctx). With a
@@ -48,10 +50,6 @@ struct VarianceTensors {
 };
 
 namespace detail {
-inline void expect_gaussian(const VarianceOptions& o, const char* layer) {
-  check(o.dist == WeightDist::gaussian, str("cuda::", layer),
-        "the gaussian weight distribution (the only one on the GPU so far)", to_string(o.dist));
-}
 template <class T>
 void expect_tensors(const VarianceTensors<T>& w, const VarianceOptions& o, bool backward,
                     const char* layer) {
@@ -64,8 +62,9 @@ void expect_tensors(const VarianceTensors<T>& w, const VarianceOptions& o, bool 
 }  // namespace detail
 
 // Dense: x (N, I), y and dy (N, O), param and dparam (O, I), bias and dbias (O).
-// Scratch, scratch_size(N) = 2 O I + N I + N O elements, kept from forward to backward:
-//   s2 (O, I) | ds2 (O, I) | x2 = x*x (N, I) | v (N, O) (backward overwrites v with dL/dv).
+// Scratch, kept from forward to backward: Gaussian, scratch_size(N) = 2 O I + N I + N O:
+//   s2 (O, I) | ds2 (O, I) | x2 = x*x (N, I) | v (N, O) (backward overwrites v with dL/dv);
+// Bernoulli and uniform, 3 O I: w | xi | dw (O, I).
 template <class T>
 class VarianceLinear {
  public:
@@ -73,13 +72,14 @@ class VarianceLinear {
       : in_(in_features), out_(out_features), opt_(o) {
     check(in_ > 0 && out_ > 0, "cuda::VarianceLinear", "positive feature counts", in_, " -> ",
           out_);
-    detail::expect_gaussian(o, "VarianceLinear");
   }
 
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
   const VarianceOptions& options() const { return opt_; }
-  int64_t scratch_size(int64_t n) const { return 2 * out_ * in_ + n * in_ + n * out_; }
+  int64_t scratch_size(int64_t n) const {
+    return gaussian() ? 2 * out_ * in_ + n * in_ + n * out_ : 3 * out_ * in_;
+  }
 
   void forward(GpuContext& ctx, const VarianceTensors<T>& w, int64_t n, const T* x, T* y,
                T* scratch, const NoiseKey& key, PredictMode mode,
@@ -89,6 +89,13 @@ class VarianceLinear {
     const T* bias = opt_.bias ? w.bias : nullptr;
     if (mode == PredictMode::mean) return bias_forward(ctx, bias, n, out_, 1, y);
     const int64_t OI = out_ * in_;
+    if (!gaussian()) {  // y = x w^T (+ b), with w drawn for this step
+      T *wt = scratch, *xi = scratch + OI;
+      sample_weights(ctx, key, bernoulli(), log_param(), OI, w.param, wt, xi, device_step);
+      if (bias) bias_forward(ctx, bias, n, out_, 1, y);
+      return gemm(ctx, Op::N, Op::T, n, out_, in_, T(1), x, static_cast<const T*>(wt),
+                  bias ? T(1) : T(0), y);
+    }
     T *s2 = scratch, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
     variance_square_forward(ctx, log_param(), w.param, s2, OI, x, x2, n * in_);
     gemm(ctx, Op::N, Op::T, n, out_, in_, T(1), x2, s2, T(0), v);  // v (N, O) = x2 s2^T
@@ -107,6 +114,14 @@ class VarianceLinear {
       return;
     }
     const int64_t OI = out_ * in_;
+    if (!gaussian()) {
+      T *wt = scratch, *xi = scratch + OI, *dw = scratch + 2 * OI;
+      gemm(ctx, Op::T, Op::N, out_, in_, n, T(1), dy, x, T(0), dw);  // dw (O, I) = dy^T x
+      weight_backward(ctx, log_param(), w.param, static_cast<const T*>(xi),
+                      static_cast<const T*>(dw), w.dparam, OI);
+      if (dx) gemm(ctx, Op::N, Op::N, n, in_, out_, T(1), dy, static_cast<const T*>(wt), T(0), dx);
+      return;
+    }
     T *s2 = scratch, *ds2 = scratch + OI, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
     lrt_backward(ctx, key, ops::LrtLayout{n, out_, 1, false}, T(opt_.e0), dy, v, v,  // dL/dv
                  device_step);
@@ -120,6 +135,8 @@ class VarianceLinear {
 
  private:
   bool log_param() const { return opt_.param == VarianceParam::log_sigma2; }
+  bool gaussian() const { return opt_.dist == WeightDist::gaussian; }
+  bool bernoulli() const { return opt_.dist == WeightDist::bernoulli; }
   int64_t in_, out_;
   VarianceOptions opt_;
 };
@@ -129,7 +146,8 @@ class VarianceLinear {
 // VarianceOptions::bias decides. With P = OH OW, scratch_size(in) = 2 O R + N P (R + O) + the
 // split-K space of the ds2 GEMM (cuda/gemm.hpp):
 //   s2 (O, R) | ds2 (O, R) | squared columns (R, N P) | v channel-major (O, N P) | split-K
-// (backward overwrites v with dL/dv and the squared columns with s2^T dL/dv).
+// (backward overwrites v with dL/dv and the squared columns with s2^T dL/dv). Bernoulli and
+// uniform: w | xi | dw (O, R) | columns (R, N P) | channel-major y or dy (O, N P) | split-K.
 template <class T>
 class VarianceConv2d {
  public:
@@ -139,7 +157,6 @@ class VarianceConv2d {
           "cuda::VarianceConv2d", "positive channels, kernel and stride, non-negative padding",
           "in ", in_c, ", out ", out_c, ", kernel ", conv.kernel, ", stride ", conv.stride,
           ", pad ", conv.pad);
-    detail::expect_gaussian(o, "VarianceConv2d");
   }
 
   const VarianceOptions& options() const { return opt_; }
@@ -154,7 +171,8 @@ class VarianceConv2d {
   int64_t scratch_size(const Shape& in) const {
     const ops::ConvGeometry g = geometry(in);
     const int64_t OR = g.out_c * g.rows(), NP = in.n * g.plane();
-    return 2 * OR + NP * (g.rows() + g.out_c) + split_k_workspace(g.out_c, g.rows(), NP);
+    return (gaussian() ? 2 : 3) * OR + NP * (g.rows() + g.out_c) +
+           split_k_workspace(g.out_c, g.rows(), NP);
   }
 
   void forward(GpuContext& ctx, const VarianceTensors<T>& w, const Shape& in, const T* x, T* y,
@@ -165,6 +183,14 @@ class VarianceConv2d {
     const int64_t n = in.n, R = g.rows(), OR = g.out_c * R, NP = n * g.plane();
     const T* bias = opt_.bias ? w.bias : nullptr;
     if (mode == PredictMode::mean) return bias_forward(ctx, bias, n, g.out_c, g.plane(), y);
+    if (!gaussian()) {  // a convolution with w drawn for this step
+      T *wt = scratch, *xi = scratch + OR, *cols = scratch + 3 * OR, *y2 = cols + R * NP;
+      sample_weights(ctx, key, bernoulli(), log_param(), OR, w.param, wt, xi, device_step);
+      im2col_forward(ctx, x, n, g, cols, static_cast<T*>(nullptr));
+      gemm(ctx, Op::N, Op::N, g.out_c, NP, R, T(1), static_cast<const T*>(wt),
+           static_cast<const T*>(cols), T(0), y2);  // (O, NP) = w cols
+      return channel_major_to_nchw(ctx, static_cast<const T*>(y2), bias, n, g.out_c, g.plane(), y);
+    }
     T *s2 = scratch, *cols2 = scratch + 2 * OR, *v = cols2 + R * NP;
     variance_forward(ctx, log_param(), w.param, s2, OR);
     im2col_forward(ctx, x, n, g, static_cast<T*>(nullptr), cols2);
@@ -184,6 +210,21 @@ class VarianceConv2d {
       if (dx) zero(dx, in.numel(), ctx.stream());
       return;
     }
+    if (!gaussian()) {
+      T *wt = scratch, *xi = scratch + OR, *dw = scratch + 2 * OR, *cols = scratch + 3 * OR,
+        *dy2 = cols + R * NP;
+      nchw_to_channel_major(ctx, dy, n, g.out_c, g.plane(), dy2);  // dY2 (O, NP)
+      gemm_split_k(ctx, Op::N, Op::T, g.out_c, R, NP, T(1), static_cast<const T*>(dy2),
+                   static_cast<const T*>(cols), T(0), dw, dy2 + g.out_c * NP);  // dY2 cols^T
+      weight_backward(ctx, log_param(), w.param, static_cast<const T*>(xi),
+                      static_cast<const T*>(dw), w.dparam, OR);
+      if (dx) {
+        gemm(ctx, Op::T, Op::N, R, NP, g.out_c, T(1), static_cast<const T*>(wt),
+             static_cast<const T*>(dy2), T(0), cols);  // (R, NP) = w^T dY2
+        im2col_backward(ctx, static_cast<const T*>(cols), n, g, static_cast<const T*>(nullptr), dx);
+      }
+      return;
+    }
     T *s2 = scratch, *ds2 = scratch + OR, *cols2 = scratch + 2 * OR, *v = cols2 + R * NP;
     lrt_backward(ctx, key, ops::LrtLayout{n, g.out_c, g.plane(), true}, T(opt_.e0), dy, v, v,
                  device_step);
@@ -198,6 +239,8 @@ class VarianceConv2d {
 
  private:
   bool log_param() const { return opt_.param == VarianceParam::log_sigma2; }
+  bool gaussian() const { return opt_.dist == WeightDist::gaussian; }
+  bool bernoulli() const { return opt_.dist == WeightDist::bernoulli; }
   int64_t in_c_, out_c_;
   ConvOptions conv_;
   VarianceOptions opt_;
