@@ -47,6 +47,21 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// One warm-up epoch of `steps` steps (it sizes the buffers and captures the graph), then the
+// median over `repeats` epochs of the wall time per step; an epoch ends by waiting for the GPU.
+double ms_per_step(vc::Trainer<float>& trainer, const vc::DeviceData& data,
+                   const std::vector<int64_t>& order, int64_t steps, int repeats) {
+  trainer.run_epoch(data, order, steps);
+  std::vector<double> per_step;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = Clock::now();
+    trainer.run_epoch(data, order, steps);
+    per_step.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count() /
+                       double(steps));
+  }
+  return median(per_step);
+}
+
 struct StepResult {
   std::string variant;
   bool graph;
@@ -89,15 +104,7 @@ int main(int argc, char** argv) {
         o.lr = varnet::LinearDecay{1e-3, 100000};
         o.graph = graph;
         vc::Trainer<float> trainer(net, o);
-        trainer.run_epoch(data, order, steps);  // warm-up (and capture)
-        std::vector<double> per_step;
-        for (int r = 0; r < 5; ++r) {
-          const auto t0 = Clock::now();
-          trainer.run_epoch(data, order, steps);
-          per_step.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count() /
-                             double(steps));
-        }
-        const double ms = median(per_step);
+        const double ms = ms_per_step(trainer, data, order, steps, 5);
         results.push_back({v.name, graph, ms});
         std::printf("%-10s %-7s %10.4f %12.0f\n", v.name, graph ? "graph" : "eager", ms,
                     1e3 * double(batch) / ms);
@@ -131,15 +138,7 @@ int main(int argc, char** argv) {
         o.adam.beta1 = 0.95;
         o.graph = graph;
         vc::Trainer<float> trainer(net, o);
-        trainer.run_epoch(cifar_data, vgg_order, vgg_steps);  // warm-up (and capture)
-        std::vector<double> per_step;
-        for (int r = 0; r < 3; ++r) {
-          const auto t0 = Clock::now();
-          trainer.run_epoch(cifar_data, vgg_order, vgg_steps);
-          per_step.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count() /
-                             double(vgg_steps));
-        }
-        const double ms = median(per_step);
+        const double ms = ms_per_step(trainer, cifar_data, vgg_order, vgg_steps, 3);
         vgg_results.push_back({variant, graph, ms});
         if (variant == "var" && !graph) {  // where the time goes: 5 eager steps, layer by layer
           net.set_profiling(true);
