@@ -192,6 +192,48 @@ TEST_CASE("layers: MaxPool2d forward and tie handling", "[layers]") {
   }
 }
 
+// The float path of 2x2/2 pooling runs four windows at a time in SSE registers (ops/pool2x2.hpp)
+// with a scalar tail: checked against the plain "first maximum" loop on widths that use the
+// vector loop, the tail or both, odd heights and widths, many ties and NaNs.
+TEST_CASE("layers: MaxPool2d 2x2 float fast path against a naive loop", "[layers]") {
+  for (const int w : {2, 7, 8, 9, 12, 17, 24}) {
+    const int h = w % 2 ? w + 2 : w + 1;  // odd heights leave the last row out
+    const int oh = h / 2, ow = w / 2;
+    Network<float> net;
+    net.emplace<varnet::MaxPool2d<float>>("pool", 2);
+    net.build(Shape(1, 3, h, w), 1);
+    Tensor<float> x(Shape(2, 3, h, w));
+    uint32_t state = 12345;  // three levels from an LCG: ties in every position of a window
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      state = state * 1664525u + 1013904223u;
+      x[i] = float(state >> 30) - 1;
+    }
+    x[5] = std::nanf("");
+    x[int64_t(w) + 1] = std::nanf("");
+    const std::vector<float> y = copy(net.forward(x.view(), kTrain));
+    Tensor<float> g(Shape(2, 3, oh, ow));
+    for (int64_t i = 0; i < g.numel(); ++i) g[i] = float(i + 1);
+    const std::vector<float> dx = copy(net.backward(g.view(), kTrain, 0, true));
+    std::vector<float> want_y(y.size()), want_dx(dx.size(), 0.0f);
+    for (int p = 0; p < 6; ++p)
+      for (int i = 0; i < oh; ++i)
+        for (int j = 0; j < ow; ++j) {
+          int64_t best = int64_t(p) * h * w + 2 * i * w + 2 * j;
+          for (const int64_t at : {best + 1, best + w, best + w + 1})
+            if (x[at] > x[best]) best = at;
+          const int64_t o = (int64_t(p) * oh + i) * ow + j;
+          want_y[size_t(o)] = x[best];
+          want_dx[size_t(best)] = g[o];
+        }
+    INFO("width " << w << ", height " << h);
+    for (size_t i = 0; i < y.size(); ++i) {
+      INFO("output " << i);
+      CHECK((y[i] == want_y[i] || (std::isnan(y[i]) && std::isnan(want_y[i]))));
+    }
+    CHECK(dx == want_dx);
+  }
+}
+
 TEST_CASE("layers: activations and Flatten forward values", "[layers]") {
   Tensor<double> x(Shape(1, 5));
   const double v[] = {-2, -0.5, 0, 0.5, 3};

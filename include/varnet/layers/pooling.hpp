@@ -5,6 +5,7 @@
 
 #include "varnet/core/parallel.hpp"
 #include "varnet/layers/layer.hpp"
+#include "varnet/ops/pool2x2.hpp"
 
 namespace varnet {
 
@@ -35,7 +36,7 @@ class MaxPool2d : public Layer<T> {
         [&](int64_t plane) {
           const T* src = x.data + plane * is.plane();
           T* dst = y.data + plane * os.plane();
-          if (k_ == 2 && s_ == 2) return pool2_forward(src, is.w, os, dst);
+          if (k_ == 2 && s_ == 2) return ops::pool2x2_forward(src, is.w, os.h, os.w, dst);
           for (int64_t i = 0; i < os.h; ++i)
             for (int64_t j = 0; j < os.w; ++j) dst[i * os.w + j] = src[argmax(src, is.w, i, j)];
         },
@@ -54,7 +55,7 @@ class MaxPool2d : public Layer<T> {
           T* d = dx.data + plane * is.plane();
           if (k_ != 2 || s_ != 2 || is.h != 2 * os.h || is.w != 2 * os.w)
             std::fill(d, d + is.plane(), T(0));  // windows overlap, or leave pixels out
-          if (k_ == 2 && s_ == 2) return pool2_backward(src, g, is.w, os, d);
+          if (k_ == 2 && s_ == 2) return ops::pool2x2_backward(src, g, is.w, os.h, os.w, d);
           for (int64_t i = 0; i < os.h; ++i)
             for (int64_t j = 0; j < os.w; ++j) d[argmax(src, is.w, i, j)] += g[i * os.w + j];
         },
@@ -71,39 +72,6 @@ class MaxPool2d : public Layer<T> {
         if (src[at] > src[best]) best = at;
       }
     return best;
-  }
-  // 2x2 windows, stride 2 (LeNet-5, VGG): which of the four is the first maximum, as argmax
-  // decides, computed without branches so that the loops over j vectorise.
-  static int first_max4(T a, T b, T c, T d, T& v) {
-    int at = 0;
-    v = a;
-    at = b > v ? 1 : at, v = b > v ? b : v;
-    at = c > v ? 2 : at, v = c > v ? c : v;
-    at = d > v ? 3 : at, v = d > v ? d : v;
-    return at;
-  }
-  static void pool2_forward(const T* src, int64_t w, const Shape& os, T* dst) {
-    for (int64_t i = 0; i < os.h; ++i) {
-      const T *r0 = src + 2 * i * w, *r1 = r0 + w;
-      T* out = dst + i * os.w;
-      for (int64_t j = 0; j < os.w; ++j)
-        first_max4(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1], out[j]);
-    }
-  }
-  // Writes all four entries of every window (the gradient where the maximum was, else 0).
-  static void pool2_backward(const T* src, const T* g, int64_t w, const Shape& os, T* d) {
-    for (int64_t i = 0; i < os.h; ++i) {
-      const T *r0 = src + 2 * i * w, *r1 = r0 + w, *gi = g + i * os.w;
-      T *d0 = d + 2 * i * w, *d1 = d0 + w;
-      for (int64_t j = 0; j < os.w; ++j) {
-        T v;
-        const int at = first_max4(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1], v);
-        d0[2 * j] = at == 0 ? gi[j] : T(0);
-        d0[2 * j + 1] = at == 1 ? gi[j] : T(0);
-        d1[2 * j] = at == 2 ? gi[j] : T(0);
-        d1[2 * j + 1] = at == 3 ? gi[j] : T(0);
-      }
-    }
   }
   int64_t k_, s_;
 };

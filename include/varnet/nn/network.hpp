@@ -16,6 +16,7 @@
 #include "varnet/core/aligned.hpp"
 #include "varnet/core/context.hpp"
 #include "varnet/core/error.hpp"
+#include "varnet/core/parallel.hpp"
 #include "varnet/core/params.hpp"
 #include "varnet/core/tensor.hpp"
 #include "varnet/layers/layer.hpp"
@@ -128,7 +129,11 @@ class Network {
     return input_grad ? dy : ConstView<T>();
   }
 
-  void zero_grad() { std::fill(grads_.begin(), grads_.end(), T(0)); }
+  void zero_grad() {
+    parallel_ranges(int64_t(grads_.size()), [&](int64_t b, int64_t e) {
+      std::fill(grads_.data() + b, grads_.data() + e, T(0));
+    });
+  }
   double kl() const {
     double s = 0;
     for (const auto& l : layers_) s += l->kl();

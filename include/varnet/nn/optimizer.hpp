@@ -11,6 +11,7 @@
 
 #include "varnet/core/aligned.hpp"
 #include "varnet/core/error.hpp"
+#include "varnet/core/parallel.hpp"
 #include "varnet/ops/gemm.hpp"
 
 namespace varnet {
@@ -47,17 +48,22 @@ class Adam {
     const T c1 = T(1 - std::pow(opt_.beta1, double(t_)));
     const T c2 = T(1 - std::pow(opt_.beta2, double(t_)));
     const T step = T(lr) / c1, eps = T(opt_.eps);
-    const int64_t n = static_cast<int64_t>(m_.size());
-    auto p = ops::VectorMap<T>(params.data(), n).array();
-    auto g = ops::ConstVectorMap<T>(grads.data(), n).array();
-    auto m = ops::VectorMap<T>(m_.data(), n).array();
-    auto v = ops::VectorMap<T>(v_.data(), n).array();
-    m = b1 * m + (1 - b1) * g;
-    v = b2 * v + (1 - b2) * g.square();
-    if (lr_scale_.empty())
-      p -= step * m / ((v / c2).sqrt() + eps);
-    else
-      p -= step * ops::ConstVectorMap<T>(lr_scale_.data(), n).array() * m / ((v / c2).sqrt() + eps);
+    // One pass over fixed ranges on all cores: each element's arithmetic does not depend on the
+    // split, so the result does not depend on the thread count.
+    parallel_ranges(static_cast<int64_t>(m_.size()), [&](int64_t b, int64_t e) {
+      const int64_t n = e - b;
+      auto p = ops::VectorMap<T>(params.data() + b, n).array();
+      auto g = ops::ConstVectorMap<T>(grads.data() + b, n).array();
+      auto m = ops::VectorMap<T>(m_.data() + b, n).array();
+      auto v = ops::VectorMap<T>(v_.data() + b, n).array();
+      m = b1 * m + (1 - b1) * g;
+      v = b2 * v + (1 - b2) * g.square();
+      if (lr_scale_.empty())
+        p -= step * m / ((v / c2).sqrt() + eps);
+      else
+        p -= step * ops::ConstVectorMap<T>(lr_scale_.data() + b, n).array() * m /
+             ((v / c2).sqrt() + eps);
+    });
   }
   // Multiplies the learning rate of parameters [offset, offset + count) by `scale`, e.g. a faster
   // rate for dropout rates (Adam moves a parameter by about lr per step, whatever its gradient).
