@@ -82,11 +82,12 @@ TEST_CASE("cuda::Network forward and backward match the host LeNet-5", "[cuda][n
 }
 
 TEST_CASE("cuda::Network refuses layers it has no GPU version of", "[cuda][network]") {
-  varnet::LeNet5Config cfg;
-  cfg.variance_layers = {2};
-  cfg.kind = varnet::parse_layer_kind("gdo");  // Gaussian dropout: CPU only
-  varnet::Network<float> host = varnet::make_lenet5<float>(cfg, varnet::Shape(1, 1, 28, 28), 1);
-  CHECK_THROWS_WITH(vc::Network<float>(gpu(), host), Catch::Matchers::Contains("conv2"));
+  varnet::Network<float> host;
+  host.emplace<varnet::Linear<float>>("fc1", 4, 8);
+  host.emplace<varnet::Tanh<float>>("act");  // CPU only
+  host.emplace<varnet::Linear<float>>("fc2", 8, 2);
+  host.build(varnet::Shape(1, 4), 1);
+  CHECK_THROWS_WITH(vc::Network<float>(gpu(), host), Catch::Matchers::Contains("act"));
 }
 
 TEST_CASE("cuda::Network with Bernoulli and uniform variance layers matches the host",

@@ -1,14 +1,16 @@
 // cuda::Network: the GPU twin of a built varnet::Network. It mirrors the host network layer by
-// layer onto the GPU layers (cuda/layers.hpp, cuda/variance_layers.hpp), with the same flat
-// parameter, gradient and state layout, so that
+// layer onto the GPU layers (cuda/layers.hpp, cuda/variance_layers.hpp,
+// cuda/mean_field_layers.hpp), with the same flat parameter, gradient and state layout, so that
 //   - the host network stays the model of record: build it with the usual builders (make_lenet5,
 //     make_vgg), upload() its values, train on the GPU, download() them back to evaluate on the
 //     CPU, save or checkpoint;
 //   - the GPU draws the same noise as the CPU (same layer ids, same NoiseKey), and the parity
 //     tests compare the two networks' outputs and gradients directly.
-// Supported layers: Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, and VarianceConv2d /
-// VarianceLinear (Gaussian, Bernoulli or uniform weights). Any other layer (the baselines'
-// dropout families) is refused at construction with its name.
+// Supported layers: Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, VarianceConv2d /
+// VarianceLinear (Gaussian, Bernoulli or uniform weights), the baselines' GaussianDropout*,
+// VariationalDropout* and SparseVD* (Linear and Conv2d) and Dropout. Any other layer (LeakyReLU,
+// Tanh) is refused at construction with its name. The KL term of the variational-dropout layers
+// is computed on the device (add_kl_gradient), for cuda::Trainer's kl_weight.
 // Per-layer prediction modes (Layer::mode_override) are copied when the mirror is made. A ReLU
 // right after a BatchNorm is fused into it (the batch norm's kernels apply it, both ways).
 //
@@ -31,15 +33,19 @@
 #include "varnet/layers/activations.hpp"
 #include "varnet/layers/batchnorm.hpp"
 #include "varnet/layers/conv2d.hpp"
+#include "varnet/layers/dropout.hpp"
 #include "varnet/layers/flatten.hpp"
 #include "varnet/layers/linear.hpp"
+#include "varnet/layers/mean_field.hpp"
 #include "varnet/layers/pooling.hpp"
 #include "varnet/layers/variance.hpp"
+#include "varnet/layers/weight_posteriors.hpp"
 #include "varnet/nn/network.hpp"
 
 #include "varnet/cuda/device_buffer.hpp"
 #include "varnet/cuda/handle.hpp"
 #include "varnet/cuda/layers.hpp"
+#include "varnet/cuda/mean_field_layers.hpp"
 #include "varnet/cuda/variance_layers.hpp"
 
 namespace varnet::cuda {
@@ -84,6 +90,12 @@ class GpuLayer {
   // dx may be null (the first layer).
   virtual void backward(const Pass<T>& p, const Shape& in, const T* x, const T* y, const T* dy,
                         T* dx, T* scratch) = 0;
+  // True when the layer has a KL term; then add_kl_gradient adds it to *kl_sum and, with a
+  // scale (a device value), scale * dKL/dparams to the gradients (partial: kPosteriorMaxBlocks
+  // doubles of workspace).
+  virtual bool has_kl() const { return false; }
+  virtual void add_kl_gradient(const Pass<T>& /*p*/, const T* /*scale*/, double* /*kl_sum*/,
+                               double* /*partial*/) {}
 
  protected:
   PredictMode mode(const Context& c) const { return mode_.value_or(c.mode); }
@@ -286,6 +298,108 @@ class VarianceConvAdapter : public GpuLayer<T> {
   Slot param_, b_;
 };
 
+// The tensors of a mean-field layer: "<name>.theta", "<name>.<aux>" (log_alpha, log_sigma2) when
+// the posterior has one, "<name>.bias" when the layer has one.
+struct MeanFieldSlots {
+  Slot theta, aux, bias;
+  template <class Host>
+  MeanFieldSlots(const Host& h, const ParamTable& t)
+      : theta(find_slot(t, h.name() + ".theta")),
+        aux(find_slot(t,
+                      h.name() + "." + (h.posterior().aux_name() ? h.posterior().aux_name() : ""),
+                      h.posterior().aux_name() != nullptr)),
+        bias(find_slot(t, h.name() + ".bias", h.options().bias)) {}
+  template <class T>
+  MeanFieldTensors<T> tensors(const Pass<T>& p) const {
+    MeanFieldTensors<T> w;
+    w.theta = theta.at(p);
+    w.aux = aux.at(p);
+    w.bias = bias.at(p);
+    w.dtheta = theta.grad(p);
+    w.daux = aux.grad(p);
+    w.dbias = bias.grad(p);
+    return w;
+  }
+};
+
+template <class T, class Posterior>
+class MeanFieldLinearAdapter : public GpuLayer<T> {
+ public:
+  MeanFieldLinearAdapter(const varnet::MeanFieldLinear<T, Posterior>& h, const ParamTable& t)
+      : GpuLayer<T>(h), layer_(h.in_features(), h.out_features(), h.options()), slots_(h, t) {}
+  int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in.n); }
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
+    layer_.forward(p.gpu, slots_.tensors(p), in.n, x, y, scratch, this->key(p.ctx),
+                   this->mode(p.ctx), p.device_step);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
+                T* scratch) override {
+    layer_.backward(p.gpu, slots_.tensors(p), in.n, x, dy, dx, scratch, this->key(p.ctx),
+                    this->mode(p.ctx), p.device_step);
+  }
+  bool has_kl() const override { return layer_.has_kl(); }
+  void add_kl_gradient(const Pass<T>& p, const T* scale, double* kl_sum, double* partial) override {
+    layer_.add_kl_gradient(p.gpu, slots_.tensors(p), scale, kl_sum, partial);
+  }
+
+ private:
+  cuda::MeanFieldLinear<T, Posterior> layer_;
+  MeanFieldSlots slots_;
+};
+
+template <class T, class Posterior>
+class MeanFieldConvAdapter : public GpuLayer<T> {
+ public:
+  MeanFieldConvAdapter(const varnet::MeanFieldConv2d<T, Posterior>& h, const ParamTable& t)
+      : GpuLayer<T>(h),
+        layer_(h.in_channels(), h.out_channels(), h.conv_options(), h.options()),
+        slots_(h, t) {}
+  int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in); }
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
+    layer_.forward(p.gpu, slots_.tensors(p), in, x, y, scratch, this->key(p.ctx), this->mode(p.ctx),
+                   p.device_step);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
+                T* scratch) override {
+    layer_.backward(p.gpu, slots_.tensors(p), in, x, dy, dx, scratch, this->key(p.ctx),
+                    this->mode(p.ctx), p.device_step);
+  }
+  bool has_kl() const override { return layer_.has_kl(); }
+  void add_kl_gradient(const Pass<T>& p, const T* scale, double* kl_sum, double* partial) override {
+    layer_.add_kl_gradient(p.gpu, slots_.tensors(p), scale, kl_sum, partial);
+  }
+
+ private:
+  cuda::MeanFieldConv2d<T, Posterior> layer_;
+  MeanFieldSlots slots_;
+};
+
+template <class T>
+class DropoutAdapter : public GpuLayer<T> {
+ public:
+  explicit DropoutAdapter(const varnet::Dropout<T>& h) : GpuLayer<T>(h), layer_(h.p()) {}
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
+    layer_.forward(p.gpu, in, x, y, this->key(p.ctx), this->mode(p.ctx), p.device_step);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T*, const T*, const T* dy, T* dx,
+                T*) override {
+    layer_.backward(p.gpu, in, dy, dx, this->key(p.ctx), this->mode(p.ctx), p.device_step);
+  }
+
+ private:
+  cuda::Dropout<T> layer_;
+};
+
+// The twin of a host MeanFieldLinear or MeanFieldConv2d with this posterior, or null.
+template <class T, class Posterior>
+std::unique_ptr<GpuLayer<T>> mirror_mean_field(const Layer<T>& l, const ParamTable& t) {
+  if (auto* c = dynamic_cast<const varnet::MeanFieldLinear<T, Posterior>*>(&l))
+    return std::make_unique<MeanFieldLinearAdapter<T, Posterior>>(*c, t);
+  if (auto* c = dynamic_cast<const varnet::MeanFieldConv2d<T, Posterior>*>(&l))
+    return std::make_unique<MeanFieldConvAdapter<T, Posterior>>(*c, t);
+  return nullptr;
+}
+
 // The GPU twin of one host layer, or varnet::Error naming it when it has none.
 template <class T>
 std::unique_ptr<GpuLayer<T>> mirror(const Layer<T>& l, const ParamTable& t) {
@@ -304,9 +418,15 @@ std::unique_ptr<GpuLayer<T>> mirror(const Layer<T>& l, const ParamTable& t) {
     return std::make_unique<VarianceLinearAdapter<T>>(*c, t);
   if (auto* c = dynamic_cast<const varnet::VarianceConv2d<T>*>(&l))
     return std::make_unique<VarianceConvAdapter<T>>(*c, t);
+  if (auto m = mirror_mean_field<T, GaussianDropoutPosterior<T>>(l, t)) return m;
+  if (auto m = mirror_mean_field<T, VariationalDropoutPosterior<T>>(l, t)) return m;
+  if (auto m = mirror_mean_field<T, SparseVDPosterior<T>>(l, t)) return m;
+  if (auto* c = dynamic_cast<const varnet::Dropout<T>*>(&l))
+    return std::make_unique<DropoutAdapter<T>>(*c);
   fail("cuda::Network",
        "layers with a GPU version (Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, "
-       "VarianceConv2d and VarianceLinear)",
+       "VarianceConv2d, VarianceLinear, GaussianDropout*, VariationalDropout*, SparseVD* and "
+       "Dropout)",
        str("layer '", l.name(), "' of kind ", l.kind()));
 }
 
@@ -338,6 +458,7 @@ class Network {
     params_.resize(host.params().size());
     grads_.resize(host.params().size());
     state_.resize(host.state().size());
+    kl_partial_.resize(size_t(kernels::kPosteriorMaxBlocks));
     upload(host);
     grads_.zero(gpu_.stream());
   }
@@ -438,6 +559,28 @@ class Network {
 
   void zero_grad() { grads_.zero(gpu_.stream()); }
 
+  // True when a layer has a KL term (variational dropout, sparse VD).
+  bool has_kl() const {
+    return std::any_of(layers_.begin(), layers_.end(), [](const auto& l) { return l->has_kl(); });
+  }
+  // *kl_sum (a device double) += the network's KL, layer by layer in order; when scale (a device
+  // value: the KL weight) is not null, the gradients += scale * dKL/dparams, as the host's
+  // Network::add_kl_gradient(scale). Enqueued on the stream without waiting, so that a captured
+  // training step can include it.
+  void add_kl_gradient(const T* scale, double* kl_sum) {
+    const Context ctx{};  // the KL depends on the parameters alone
+    const detail::Pass<T> p = pass(ctx, nullptr);
+    for (auto& l : layers_)
+      if (l->has_kl()) l->add_kl_gradient(p, scale, kl_sum, kl_partial_.data());
+  }
+  // The network's KL (host Network::kl()); waits for the GPU.
+  double kl() {
+    DeviceBuffer<double> sum(1);
+    sum.zero(gpu_.stream());
+    add_kl_gradient(nullptr, sum.data());
+    return sum.download(gpu_.stream())[0];
+  }
+
   Shape input_shape() const { return input_; }
   Shape output_shape() const { return output_; }
   int64_t param_count() const { return int64_t(params_.size()); }
@@ -526,6 +669,7 @@ class Network {
   std::vector<cudaEvent_t> events_;  // profiling: event k between layers k - 1 and k
   std::vector<double> forward_ms_, backward_ms_;
   DeviceBuffer<T> params_, grads_, state_;
+  DeviceBuffer<double> kl_partial_;  // the KL's partial sums, reused by each layer in turn
   std::vector<Workspace> workspaces_;
   Shape input_, output_;
 };

@@ -2,18 +2,22 @@
 // the twin of varnet::Trainer with Adam and a linearly decaying learning rate.
 //
 // A step is: gather the batch on the device, zero the gradients, K forward passes, the K-sample
-// cross-entropy, K backward passes, Adam, and the step's loss sums. Every per-step value (the
-// step counter that keys the noise and the batch, Adam's scalars, the learning rate) is read from
-// device memory by the kernels, so the host enqueues the same launches every step and, with
-// TrainerOptions::graph, captures them once in a CUDA graph and replays it: one launch per step.
-// The host waits for the GPU once per epoch, to read the epoch's loss and accuracy and the
-// non-finite flags; a non-finite gradient or loss is reported then, naming the epoch's steps.
+// cross-entropy, K backward passes, the KL term's gradient (with a KL weight), Adam, and the
+// step's loss sums. Every per-step value (the step counter that keys the noise and the batch,
+// Adam's scalars, the learning rate, the KL weight) is read from device memory by the kernels,
+// so the host enqueues the same launches every step and, with TrainerOptions::graph, captures
+// them once in a CUDA graph and replays it: one launch per step. The host waits for the GPU once
+// per epoch, to read the epoch's loss, accuracy and KL and the non-finite flags; a non-finite
+// gradient, loss or KL is reported then, naming the epoch's steps.
 //
 // Same numbers as the CPU: the same noise (NoiseKey per layer, step and sample), the same data
 // order (shuffled_order), Adam's scalars as varnet::Adam computes them, so a run on either
 // backend follows the same trajectory up to float rounding; with TrainerOptions::augment, each
-// image is cropped and flipped as data::augment_batch does. Not on the GPU: a KL term,
-// per-parameter learning-rate scales.
+// image is cropped and flipped as data::augment_batch does. The objective is the host's, mean CE +
+// kl_weight * KL (TrainerOptions::kl_weight, set_kl_weight): the KL and its gradient are computed
+// on the device from the weight held in device memory, and the KL is summed there and read once
+// per epoch with the loss. Not on the GPU: per-parameter learning-rate scales, a KL weight that
+// changes within an epoch (the host examples' warm-up changes it every step).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -67,6 +71,9 @@ struct TrainerOptions {
   bool check_finite = true;
   bool augment = false;  // crop and flip each image (data::augment_batch's transform)
   data::AugmentOptions augment_options;
+  // The weight of the KL term in the per-sample objective, as varnet::Trainer::set_kl_weight
+  // (beta / N). 0: no KL launches at all, and epochs report kl = 0.
+  double kl_weight = 0;
 };
 
 // What run_epoch returns, as train_epoch does on the host.
@@ -74,6 +81,9 @@ struct GpuEpochResult {
   double loss = 0;      // mean cross-entropy over the epoch's steps
   double accuracy = 0;  // training accuracy of the sampled networks
   int64_t images = 0;
+  // The network's KL, averaged over the epoch's steps, each step's taken before its update (the
+  // host Trainer's LossResult::kl); 0 without a KL weight or without KL layers.
+  double kl = 0;
 };
 
 template <class T>
@@ -84,6 +94,8 @@ class Trainer {
     check(o.samples >= 1 && o.samples <= kernels::kMaxXentSamples, "cuda::Trainer",
           str("a sample count K in [1, ", kernels::kMaxXentSamples, "]"), o.samples);
     check(o.batch >= 1, "cuda::Trainer", "a positive batch size", o.batch);
+    check_kl_weight(o.kl_weight);
+    has_kl_ = net.has_kl();
     const size_t p = size_t(net.param_count());
     m_.resize(p);
     v_.resize(p);
@@ -96,7 +108,8 @@ class Trainer {
     dlogits_.resize(logits_.size());
     row_loss_.resize(size_t(o.batch));
     row_correct_.resize(size_t(o.batch));
-    totals_.resize(2);
+    totals_.resize(3);  // the loss and correct sums, the KL sum
+    kl_scale_.resize(1);
     words_.resize(3);  // the step counter, the epoch's first step, the epoch
     flags_.resize(2);  // a non-finite gradient, a label out of range
     set_step(first_step);
@@ -114,6 +127,13 @@ class Trainer {
     const uint32_t w[3] = {s, s, 0};
     words_.upload(w, 3, gpu_.stream());
   }
+
+  // The KL term's weight (varnet::Trainer::set_kl_weight); it applies from the next run_epoch.
+  void set_kl_weight(double w) {
+    check_kl_weight(w);
+    opt_.kl_weight = w;
+  }
+  double kl_weight() const { return opt_.kl_weight; }
 
   // Trains the steps of one epoch: batch s of `order` (indices into d) for s in [0, steps), the
   // last partial batch dropped as on the host; `epoch` keys the augmentation. Waits for the GPU
@@ -135,12 +155,15 @@ class Trainer {
     order_.upload(order_host_, gpu_.stream());
     const uint32_t w[3] = {step_, step_, epoch};
     words_.upload(w, 3, gpu_.stream());
+    const T kl_scale = T(opt_.kl_weight);  // the host Trainer's T(kl_weight)
+    kl_scale_.upload(&kl_scale, 1, gpu_.stream());
     totals_.zero(gpu_.stream());
     flags_.zero(gpu_.stream());
     data_ = &d;
-    // A captured step holds the buffers' addresses: capture again if they moved.
+    // A captured step holds the buffers' addresses and whether it computes the KL: capture again
+    // if either changed.
     const void* where[3] = {d.images.data(), d.labels.data(), order_.data()};
-    if (exec_ && !std::equal(where, where + 3, graph_buffers_)) {
+    if (exec_ && (!std::equal(where, where + 3, graph_buffers_) || graph_kl_ != kl_on())) {
       (void)cudaGraphExecDestroy(exec_);
       exec_ = nullptr;
     }
@@ -163,10 +186,15 @@ class Trainer {
       throw NonFiniteError(str("training steps ", first, "..", step_ - 1,
                                " on the GPU: expected finite ", flags[0] ? "gradients" : "losses",
                                ", found a non-finite value (the GPU checks once per epoch)"));
+    if (opt_.check_finite && !std::isfinite(totals[2]))
+      throw NonFiniteError(str("training steps ", first, "..", step_ - 1,
+                               " on the GPU: expected a finite KL, found ", totals[2],
+                               " (the GPU checks once per epoch)"));
     GpuEpochResult r;
     r.images = steps * opt_.batch;
     r.loss = steps > 0 ? totals[0] / double(steps) : 0;
     r.accuracy = steps > 0 ? totals[1] / double(r.images) : 0;
+    r.kl = steps > 0 ? totals[2] / double(steps) : 0;
     return r;
   }
 
@@ -204,6 +232,8 @@ class Trainer {
                          row_loss_.data(), row_correct_.data());
     for (int k = 0; k < opt_.samples; ++k)
       net_.backward(dlogits_.data() + k * B * C, train_context(k), size_t(k), step);
+    // The KL's gradient, scaled by the weight in device memory, and its value into the sums.
+    if (kl_on()) net_.add_kl_gradient(static_cast<const T*>(kl_scale_.data()), totals_.data() + 2);
     kernels::AdamSchedule sched;
     sched.lr_base = opt_.lr.base;
     sched.lr_total = opt_.lr.total;
@@ -240,6 +270,13 @@ class Trainer {
     graph_buffers_[0] = data_->images.data();
     graph_buffers_[1] = data_->labels.data();
     graph_buffers_[2] = order_.data();
+    graph_kl_ = kl_on();
+  }
+
+  // Whether a step computes the KL: a KL weight, and layers that have a KL.
+  bool kl_on() const { return opt_.kl_weight != 0 && has_kl_; }
+  static void check_kl_weight(double w) {
+    check(w >= 0 && std::isfinite(w), "cuda::Trainer", "a finite KL weight >= 0", w);
   }
 
   Context train_context(int k) const {
@@ -251,6 +288,7 @@ class Trainer {
   GpuContext& gpu_;
   TrainerOptions opt_;
   DeviceBuffer<T> m_, v_, x_, logits_, dlogits_, row_loss_;
+  DeviceBuffer<T> kl_scale_;  // the KL weight as T, read by the KL kernels
   DeviceBuffer<int32_t> y_, row_correct_, order_, flags_;
   DeviceBuffer<double> totals_;
   DeviceBuffer<uint32_t> words_;
@@ -259,6 +297,8 @@ class Trainer {
   const DeviceData* data_ = nullptr;
   const void* graph_buffers_[3] = {nullptr, nullptr, nullptr};  // what the graph reads
   cudaGraphExec_t exec_ = nullptr;
+  bool graph_kl_ = false;  // the captured step computes the KL
+  bool has_kl_ = false;    // the network has layers with a KL
   int eager_steps_ = 0;
   uint32_t step_ = 0;
 };

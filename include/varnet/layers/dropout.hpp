@@ -16,6 +16,7 @@ class Dropout : public Layer<T> {
     check(p >= 0 && p < 1, "Dropout", "a drop probability in [0, 1)", p);
   }
   std::string kind() const override { return "Dropout"; }
+  double p() const { return p_; }
   std::string describe() const override { return str(kind(), "(p = ", p_, ")"); }
   bool stochastic() const override { return true; }
   Shape output_shape(const Shape& in) const override { return in; }

@@ -87,6 +87,8 @@ class MeanFieldLinear : public MeanFieldBase<T, Posterior, Layer<T>> {
   }
 
   std::string kind() const override { return std::string(Posterior::family()) + "Linear"; }
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
   std::string describe() const override {
     return str(kind(), "(", in_, " -> ", out_, ", ", this->describe_posterior(), ")");
   }

@@ -1,0 +1,517 @@
+// The baselines on the GPU against the CPU: the mean-field layers (Gaussian dropout, variational
+// dropout, sparse VD; dense and convolutional) and binary dropout, their KL term, cuda::Network
+// mirroring LeNet-5 built with them, and cuda::Trainer with a KL weight against varnet::Trainer.
+//
+// Layers run in a one-layer varnet::Network with the same parameters, Context and inputs; the
+// posteriors' parameters are set so that every branch is taken: variational dropout's log alpha
+// inside its clamp and beyond it (no gradient), sparse VD's log alpha below -10, between, above the
+// pruning threshold 3 and above 10. Compared: the forward output, the accumulated parameter
+// gradients (the gradient buffer starts non-zero), the input gradient (the GPU's y and dx start as
+// NaN, so an unwritten entry fails), and the gradients again with dx skipped.
+//
+// Tolerances (parity.hpp): sum_rtol(L) relative to |expected| + 0.1 max |expected|, L the longest
+// chain of float sums behind the output: the GEMM's inner dimension for y (the mean's and the
+// variance's), the batch (dense) or N OH OW (convolution) plus the variance's inner dimension for
+// the parameter gradients (dL/dv carries the forward variance's rounding), the output features
+// (or O k k) plus that inner dimension for dx. The KL is a double sum on both backends, of terms
+// computed with exp and log1p that may differ in the last double ulp: 1e-9 relative. Its gradient
+// is rounded from double to float once, then added: 1e-6. Binary dropout is exact.
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "parity.hpp"
+#include "varnet/cuda/mean_field_layers.hpp"
+#include "varnet/cuda/network.hpp"
+#include "varnet/cuda/trainer.hpp"
+
+using varnet::Context;
+using varnet::PredictMode;
+using varnet::Shape;
+using varnet::test::download;
+using varnet::test::gpu;
+using varnet::test::random_vector;
+using varnet::test::run_cpu;
+using varnet::test::sum_rtol;
+using varnet::test::upload;
+namespace vc = varnet::cuda;
+
+namespace {
+
+using Gdo = varnet::GaussianDropoutPosterior<float>;
+using Vdo = varnet::VariationalDropoutPosterior<float>;
+using Svd = varnet::SparseVDPosterior<float>;
+
+// Whole networks: float rounding compounds through the layers (test_network.cu).
+constexpr double kNetworkRtol = 1e-3;
+constexpr double kKlRtol = 1e-9;
+constexpr double kKlGradRtol = 1e-6;
+
+vc::DeviceBuffer<float> nan_buffer(int64_t count) {
+  return upload(std::vector<float>(size_t(count), std::numeric_limits<float>::quiet_NaN()));
+}
+
+const varnet::ParamEntry& entry(const varnet::Network<float>& net, const std::string& name) {
+  const varnet::ParamEntry* e = net.table().find(name);
+  REQUIRE(e != nullptr);
+  return *e;
+}
+
+// Overwrites a named tensor of the CPU network with values uniform on [lo, hi).
+void randomize(varnet::Network<float>& net, const std::string& name, uint32_t seed, double lo,
+               double hi) {
+  const int64_t count = entry(net, name).shape.numel();
+  const auto v = random_vector<float>(size_t(count), seed, lo, hi);
+  std::copy(v.begin(), v.end(), net.find(name));
+}
+
+// Parameters that take every branch of the posterior (see the top of the file): variational
+// dropout's log alpha is -1.3, or 25 when `clamped`; sparse VD's log sigma2 is uniform on
+// [-14, 2], which with theta^2 < 1 / fan_in puts log alpha on both sides of -10, 3 and 10.
+template <class Post>
+void prepare(varnet::Network<float>& net, const std::string& layer, uint32_t seed, bool clamped) {
+  if constexpr (std::is_same_v<Post, Vdo>) {
+    net.find(layer + ".log_alpha")[0] = clamped ? 25.0f : -1.3f;
+  } else if constexpr (std::is_same_v<Post, Svd>) {
+    randomize(net, layer + ".log_sigma2", seed, -14.0, 2.0);
+  }
+}
+
+// The device tensors of mean-field layer `h` inside uploaded params and grads buffers.
+template <class Host>
+vc::MeanFieldTensors<float> tensors(const varnet::Network<float>& net, const Host& h,
+                                    vc::DeviceBuffer<float>& params,
+                                    vc::DeviceBuffer<float>& grads) {
+  vc::MeanFieldTensors<float> w;
+  const int64_t t = entry(net, h.name() + ".theta").offset;
+  w.theta = params.data() + t;
+  w.dtheta = grads.data() + t;
+  if (const char* aux = h.posterior().aux_name()) {
+    const int64_t a = entry(net, h.name() + "." + aux).offset;
+    w.aux = params.data() + a;
+    w.daux = grads.data() + a;
+  }
+  if (h.options().bias) {
+    const int64_t b = entry(net, h.name() + ".bias").offset;
+    w.bias = params.data() + b;
+    w.dbias = grads.data() + b;
+  }
+  return w;
+}
+
+varnet::DropoutOptions dropout_options(bool bias) {
+  varnet::DropoutOptions o;
+  o.bias = bias;
+  o.alpha = 0.6;  // Gaussian dropout
+  o.threshold = 3;
+  o.prune = true;
+  return o;
+}
+
+// ---- dense ----
+
+template <class Post>
+void check_linear(int64_t n, int64_t in, int64_t out, bool bias, PredictMode mode,
+                  bool clamped = false) {
+  INFO(Post::family() << "Linear n " << n << ", " << in << " -> " << out << (bias ? ", bias" : "")
+                      << ", mode " << varnet::to_string(mode)
+                      << (clamped ? ", log alpha clamped" : ""));
+  const varnet::DropoutOptions opt = dropout_options(bias);
+  varnet::Network<float> net;
+  auto& layer = net.emplace<varnet::MeanFieldLinear<float, Post>>("fc", in, out, opt);
+  net.build(Shape(1, in), 1234);
+  prepare<Post>(net, "fc", 60, clamped);
+  Context ctx = Context::train(77, 5, 1);
+  ctx.mode = mode;
+
+  const auto x = random_vector<float>(size_t(n * in), 30);
+  const auto dy = random_vector<float>(size_t(n * out), 31);
+  const auto grads0 = random_vector<float>(net.grads().size(), 32);
+  const varnet::test::CpuRun want = run_cpu(net, x, Shape(n, in), dy, grads0, ctx);
+
+  const vc::MeanFieldLinear<float, Post> g(in, out, opt);
+  auto d_params = upload(net.params()), d_grads = upload(grads0);
+  const auto w = tensors(net, layer, d_params, d_grads);
+  vc::DeviceBuffer<float> scratch(size_t(g.scratch_size(n)));
+  auto d_x = upload(x), d_dy = upload(dy), d_y = nan_buffer(n * out), d_dx = nan_buffer(n * in);
+  const varnet::NoiseKey key = vc::layer_key(ctx, layer.id());
+  g.forward(gpu(), w, n, d_x.data(), d_y.data(), scratch.data(), key, mode);
+  g.backward(gpu(), w, n, d_x.data(), d_dy.data(), d_dx.data(), scratch.data(), key, mode);
+  VARNET_CHECK_CLOSE(download(d_y), want.y, sum_rtol(in));
+  VARNET_CHECK_CLOSE(download(d_grads), want.grads, sum_rtol(n + in));
+  VARNET_CHECK_CLOSE(download(d_dx), want.dx, sum_rtol(out + in));
+
+  // Without dx (backward overwrote v with dL/dv: forward again first).
+  auto d_grads2 = upload(grads0);
+  const auto w2 = tensors(net, layer, d_params, d_grads2);
+  g.forward(gpu(), w2, n, d_x.data(), d_y.data(), scratch.data(), key, mode);
+  g.backward(gpu(), w2, n, d_x.data(), d_dy.data(), static_cast<float*>(nullptr), scratch.data(),
+             key, mode);
+  VARNET_CHECK_CLOSE(download(d_grads2), want.grads, sum_rtol(n + in));
+}
+
+template <class Post>
+void linear_cases() {
+  const std::vector<std::array<int64_t, 3>> shapes = {
+      {1, 33, 17}, {7, 100, 65}, {130, 20, 3}, {64, 256, 128}};
+  for (const auto& s : shapes)
+    for (const bool bias : {false, true})
+      for (const auto mode : {PredictMode::sample, PredictMode::mean})
+        check_linear<Post>(s[0], s[1], s[2], bias, mode);
+}
+
+// ---- convolution ----
+
+// (n, C, H, W, O, kernel, stride, pad)
+template <class Post>
+void check_conv(const std::array<int64_t, 8>& s, bool bias, PredictMode mode,
+                bool clamped = false) {
+  const int64_t n = s[0], c = s[1], h = s[2], wd = s[3], o = s[4];
+  varnet::ConvOptions conv;
+  conv.kernel = s[5];
+  conv.stride = s[6];
+  conv.pad = s[7];
+  INFO(Post::family() << "Conv2d n " << n << ", " << c << "x" << h << "x" << wd << " -> " << o
+                      << ", kernel " << conv.kernel << ", stride " << conv.stride << ", pad "
+                      << conv.pad << (bias ? ", bias" : "") << ", mode " << varnet::to_string(mode)
+                      << (clamped ? ", log alpha clamped" : ""));
+  const varnet::DropoutOptions opt = dropout_options(bias);
+  varnet::Network<float> net;
+  auto& layer = net.emplace<varnet::MeanFieldConv2d<float, Post>>("conv", c, o, conv, opt);
+  net.build(Shape(1, c, h, wd), 4321);
+  prepare<Post>(net, "conv", 61, clamped);
+  Context ctx = Context::train(99, 12, 0);
+  ctx.mode = mode;
+
+  const Shape in(n, c, h, wd);
+  const vc::MeanFieldConv2d<float, Post> g(c, o, conv, opt);
+  const Shape out = g.output_shape(in);
+  REQUIRE(out == net.output_shape().with_batch(n));
+  const auto x = random_vector<float>(size_t(in.numel()), 40);
+  const auto dy = random_vector<float>(size_t(out.numel()), 41);
+  const auto grads0 = random_vector<float>(net.grads().size(), 42);
+  const varnet::test::CpuRun want = run_cpu(net, x, in, dy, grads0, ctx);
+
+  auto d_params = upload(net.params()), d_grads = upload(grads0);
+  const auto w = tensors(net, layer, d_params, d_grads);
+  vc::DeviceBuffer<float> scratch(size_t(g.scratch_size(in)));
+  auto d_x = upload(x), d_dy = upload(dy);
+  auto d_y = nan_buffer(out.numel()), d_dx = nan_buffer(in.numel());
+  const varnet::NoiseKey key = vc::layer_key(ctx, layer.id());
+  g.forward(gpu(), w, in, d_x.data(), d_y.data(), scratch.data(), key, mode);
+  g.backward(gpu(), w, in, d_x.data(), d_dy.data(), d_dx.data(), scratch.data(), key, mode);
+  const int64_t window = conv.kernel * conv.kernel;
+  VARNET_CHECK_CLOSE(download(d_y), want.y, sum_rtol(c * window));
+  VARNET_CHECK_CLOSE(download(d_grads), want.grads, sum_rtol(n * out.plane() + c * window));
+  VARNET_CHECK_CLOSE(download(d_dx), want.dx, sum_rtol(o * window + c * window));
+
+  auto d_grads2 = upload(grads0);
+  const auto w2 = tensors(net, layer, d_params, d_grads2);
+  g.forward(gpu(), w2, in, d_x.data(), d_y.data(), scratch.data(), key, mode);
+  g.backward(gpu(), w2, in, d_x.data(), d_dy.data(), static_cast<float*>(nullptr), scratch.data(),
+             key, mode);
+  VARNET_CHECK_CLOSE(download(d_grads2), want.grads, sum_rtol(n * out.plane() + c * window));
+}
+
+template <class Post>
+void conv_cases() {
+  const std::vector<std::array<int64_t, 8>> shapes = {{1, 3, 7, 7, 5, 3, 1, 1},
+                                                      {2, 2, 9, 11, 7, 3, 2, 0},
+                                                      {3, 4, 6, 5, 3, 5, 1, 2},
+                                                      {1, 1, 1, 1, 2, 1, 1, 0},
+                                                      {2, 3, 12, 12, 33, 3, 1, 1}};
+  for (const auto& s : shapes)
+    for (const bool bias : {false, true})
+      for (const auto mode : {PredictMode::sample, PredictMode::mean})
+        check_conv<Post>(s, bias, mode);
+}
+
+// ---- KL ----
+
+// The layer's KL and its gradient (scale = KL weight) on the GPU against the host layer's kl()
+// and add_kl_gradient(scale); then the value alone (no scale: the gradients stay as they were);
+// then the same call again from the same start, which must give the same bits.
+template <class Host, class Gpu>
+void check_kl(varnet::Network<float>& net, const Host& layer, const Gpu& g, float scale) {
+  const auto grads0 = random_vector<float>(net.grads().size(), 70);
+  net.grads().assign(grads0.begin(), grads0.end());
+  const double want_value = layer.kl();
+  const double want = net.add_kl_gradient(scale);  // the network holds only this layer
+  const std::vector<float> want_grads(net.grads().begin(), net.grads().end());
+  CHECK(std::fabs(want - want_value) <= kKlRtol * std::fabs(want_value));
+
+  auto d_params = upload(net.params());
+  const auto d_scale = upload(std::vector<float>{scale});
+  vc::DeviceBuffer<double> partial(size_t(varnet::kernels::kPosteriorMaxBlocks));
+  std::vector<std::vector<float>> runs;
+  std::vector<double> sums;
+  for (int run = 0; run < 2; ++run) {
+    auto d_grads = upload(grads0);
+    auto d_kl = upload(std::vector<double>{0.25});  // the KL is added to what is there
+    g.add_kl_gradient(gpu(), tensors(net, layer, d_params, d_grads), d_scale.data(), d_kl.data(),
+                      partial.data());
+    runs.push_back(download(d_grads));
+    sums.push_back(download(d_kl)[0]);
+  }
+  CHECK(g.has_kl() == (want_value != 0));
+  INFO("KL: GPU " << sums[0] - 0.25 << ", host " << want);
+  CHECK(std::fabs((sums[0] - 0.25) - want) <= kKlRtol * std::fabs(want) + 1e-12);
+  VARNET_CHECK_CLOSE(runs[0], want_grads, kKlGradRtol);
+  CHECK(runs[0] == runs[1]);  // fixed-order reductions: reproducible
+  CHECK(sums[0] == sums[1]);
+
+  // The value alone.
+  auto d_grads = upload(grads0);
+  auto d_kl = upload(std::vector<double>{0.0});
+  g.add_kl_gradient(gpu(), tensors(net, layer, d_params, d_grads),
+                    static_cast<const float*>(nullptr), d_kl.data(), partial.data());
+  CHECK(std::fabs(download(d_kl)[0] - want_value) <= kKlRtol * std::fabs(want_value) + 1e-12);
+  CHECK(download(d_grads) == grads0);
+}
+
+template <class Post>
+void kl_linear(int64_t in, int64_t out, bool clamped, float scale) {
+  INFO(Post::family() << "Linear " << in << " -> " << out << (clamped ? ", log alpha clamped" : "")
+                      << ", scale " << scale);
+  const varnet::DropoutOptions opt = dropout_options(true);
+  varnet::Network<float> net;
+  auto& layer = net.emplace<varnet::MeanFieldLinear<float, Post>>("fc", in, out, opt);
+  net.build(Shape(1, in), 99);
+  prepare<Post>(net, "fc", 71, clamped);
+  check_kl(net, layer, vc::MeanFieldLinear<float, Post>(in, out, opt), scale);
+}
+
+template <class Post>
+void kl_conv(int64_t c, int64_t o, int64_t k, bool clamped, float scale) {
+  INFO(Post::family() << "Conv2d " << c << " -> " << o << ", kernel " << k
+                      << (clamped ? ", log alpha clamped" : "") << ", scale " << scale);
+  const varnet::DropoutOptions opt = dropout_options(false);
+  varnet::ConvOptions conv;
+  conv.kernel = k;
+  varnet::Network<float> net;
+  auto& layer = net.emplace<varnet::MeanFieldConv2d<float, Post>>("conv", c, o, conv, opt);
+  net.build(Shape(1, c, 8, 8), 98);
+  prepare<Post>(net, "conv", 72, clamped);
+  check_kl(net, layer, vc::MeanFieldConv2d<float, Post>(c, o, conv, opt), scale);
+}
+
+// ---- networks ----
+
+varnet::Network<float> lenet(varnet::LeNet5Config cfg, int64_t side, uint64_t seed) {
+  cfg.classes = 10;
+  varnet::Network<float> net = varnet::make_lenet5<float>(cfg, Shape(1, 1, side, side), seed);
+  // Sparse VD's log sigma2 spread over [-12, 0] (log alpha from about -8 to past 10): weights
+  // pruned and kept in mean mode, KL gradients clamped and not.
+  uint32_t s = 80;
+  for (const auto& e : net.table().entries()) {
+    const std::string suffix = ".log_sigma2";
+    if (e.name.size() > suffix.size() &&
+        e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      randomize(net, e.name, s++, -12.0, 0.0);
+  }
+  return net;
+}
+
+varnet::LeNet5Config config(const std::string& kind, std::vector<int> layers = {1, 2, 3, 4}) {
+  varnet::LeNet5Config cfg;
+  cfg.kind = varnet::parse_layer_kind(kind);
+  cfg.variance_layers = std::move(layers);
+  return cfg;
+}
+
+// `n` random images (1, side, side) in [0, 1) with random labels in [0, 10).
+varnet::data::LabeledImages random_images(int64_t n, int64_t side, uint32_t seed) {
+  varnet::data::LabeledImages d;
+  d.images.resize(Shape(n, 1, side, side));
+  const auto px = random_vector<float>(size_t(d.images.numel()), seed, 0.0, 1.0);
+  std::copy(px.begin(), px.end(), d.images.data());
+  const auto lab = random_vector<double>(size_t(n), seed + 1, 0.0, 10.0);
+  for (double v : lab) d.labels.push_back(int32_t(v));
+  d.classes = 10;
+  d.source = "random images";
+  return d;
+}
+
+// |a - b| / |b - base| in the L2 norm: how far apart two updates of the same start are.
+double relative_update_gap(const std::vector<float>& a, const std::vector<float>& b,
+                           const std::vector<float>& base) {
+  double gap = 0, step = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    gap += std::pow(double(a[i]) - double(b[i]), 2);
+    step += std::pow(double(b[i]) - double(base[i]), 2);
+  }
+  return std::sqrt(gap) / std::sqrt(step);
+}
+
+}  // namespace
+
+TEST_CASE("GPU mean-field Linear layers match the CPU layers", "[cuda]") {
+  linear_cases<Gdo>();
+  linear_cases<Vdo>();
+  linear_cases<Svd>();
+  for (const auto mode : {PredictMode::sample, PredictMode::mean})
+    check_linear<Vdo>(7, 100, 65, true, mode, /*clamped=*/true);
+}
+
+TEST_CASE("GPU mean-field Conv2d layers match the CPU layers", "[cuda]") {
+  conv_cases<Gdo>();
+  conv_cases<Vdo>();
+  conv_cases<Svd>();
+  check_conv<Vdo>({2, 2, 9, 11, 7, 3, 2, 0}, true, PredictMode::sample, /*clamped=*/true);
+}
+
+TEST_CASE("GPU KL and its gradient match the host layers, reproducibly", "[cuda]") {
+  for (const float scale : {0.01f, 1.7f}) {
+    kl_linear<Vdo>(33, 17, false, scale);
+    kl_linear<Vdo>(33, 17, true, scale);  // log alpha clamped: the KL at 20, no gradient
+    kl_linear<Svd>(33, 17, false, scale);
+    kl_linear<Svd>(300, 200, false, scale);  // 235 blocks
+    kl_linear<Svd>(800, 500, false, scale);  // more weights than the blocks cover at once
+    kl_conv<Vdo>(3, 5, 3, false, scale);
+    kl_conv<Svd>(3, 5, 3, false, scale);
+    kl_conv<Svd>(20, 50, 5, false, scale);
+    kl_linear<Gdo>(33, 17, false, scale);  // no KL: nothing added
+  }
+}
+
+TEST_CASE("GPU Dropout applies the CPU's mask", "[cuda]") {
+  for (const double p : {0.3, 0.5, 0.0})
+    for (const auto mode : {PredictMode::sample, PredictMode::mean})
+      for (const auto& s : {Shape(1, 1), Shape(1, 7), Shape(3, 5, 3, 3), Shape(130, 33)}) {
+        INFO("p " << p << ", mode " << varnet::to_string(mode) << ", shape " << s);
+        varnet::Network<float> net;
+        auto& layer = net.emplace<varnet::Dropout<float>>("drop", p);
+        net.build(s.with_batch(1), 5);
+        Context ctx = Context::train(31, 9, 2);
+        ctx.mode = mode;
+        const auto x = random_vector<float>(size_t(s.numel()), 50);
+        const auto dy = random_vector<float>(size_t(s.numel()), 51);
+        const varnet::test::CpuRun want = run_cpu(net, x, s, dy, {}, ctx);
+
+        const vc::Dropout<float> g(p);
+        auto d_x = upload(x), d_dy = upload(dy);
+        auto d_y = nan_buffer(s.numel()), d_dx = nan_buffer(s.numel());
+        const varnet::NoiseKey key = vc::layer_key(ctx, layer.id());
+        g.forward(gpu(), s, d_x.data(), d_y.data(), key, mode);
+        g.backward(gpu(), s, d_dy.data(), d_dx.data(), key, mode);
+        CHECK(download(d_y) == want.y);  // the same words, the same float products
+        CHECK(download(d_dx) == want.dx);
+      }
+  CHECK_THROWS_AS(vc::Dropout<float>(1.0), varnet::Error);
+}
+
+TEST_CASE("cuda::Network with the baselines' layers matches the host LeNet-5, KL included",
+          "[cuda][network]") {
+  for (const std::string kind : {"gdo", "vdo", "svdo", "dropout"})
+    for (const auto mode : {PredictMode::sample, PredictMode::mean}) {
+      INFO("layer kind " << kind << ", mode " << varnet::to_string(mode));
+      varnet::Network<float> host = lenet(config(kind), 28, 7);
+      vc::Network<float> dev(gpu(), host);
+      const int64_t batch = 3;
+      const Shape in(batch, 1, 28, 28);
+      const auto x = random_vector<float>(size_t(in.numel()), 11, 0.0, 1.0);
+      const auto dy = random_vector<float>(size_t(batch * 10), 12);
+      Context ctx = Context::train(3, 41, 2);
+      ctx.mode = mode;
+      const varnet::test::CpuRun want =
+          run_cpu(host, x, in, dy, std::vector<float>(host.params().size(), 0.f), ctx);
+      const vc::DeviceBuffer<float> d_x = upload(x);
+      const vc::DeviceBuffer<float> d_dy = upload(dy);
+      dev.zero_grad();
+      const float* y = dev.forward(d_x.data(), batch, ctx);
+      dev.backward(d_dy.data(), ctx);
+      VARNET_CHECK_CLOSE(vc::to_host(y, size_t(batch * 10), gpu().stream()), want.y, kNetworkRtol);
+      VARNET_CHECK_CLOSE(dev.grad_buffer().download(gpu().stream()), want.grads, kNetworkRtol);
+      VARNET_CHECK_CLOSE(dev.state_buffer().download(gpu().stream()), want.state, kNetworkRtol);
+
+      // The KL and its gradient, network-wide.
+      const bool has_kl = kind == "vdo" || kind == "svdo";
+      CHECK(dev.has_kl() == has_kl);
+      const double want_kl = host.kl();
+      CHECK(std::fabs(dev.kl() - want_kl) <= kKlRtol * std::fabs(want_kl));
+      std::fill(host.grads().begin(), host.grads().end(), 0.f);
+      const double want_sum = host.add_kl_gradient(0.05f);
+      dev.zero_grad();
+      const auto d_scale = upload(std::vector<float>{0.05f});
+      auto d_sum = upload(std::vector<double>{0.0});
+      dev.add_kl_gradient(d_scale.data(), d_sum.data());
+      CHECK(std::fabs(download(d_sum)[0] - want_sum) <= kKlRtol * std::fabs(want_sum));
+      const std::vector<float> want_grads(host.grads().begin(), host.grads().end());
+      VARNET_CHECK_CLOSE(dev.grad_buffer().download(gpu().stream()), want_grads, kKlGradRtol);
+    }
+}
+
+TEST_CASE("cuda::Trainer with a KL weight follows the host Trainer, with and without a graph",
+          "[cuda][network]") {
+  const int64_t side = 16, batch = 8, steps = 5, items = 64;
+  const varnet::data::LabeledImages data = random_images(items, side, 5);
+  const varnet::LinearDecay lr{1e-3, 4 * steps};
+  const double kl_weight = 1.0 / double(items);
+  // Epoch 0 without the KL, epochs 1 and 2 with it: the GPU captures its step again when the KL
+  // comes in.
+  const std::vector<double> weights = {0.0, kl_weight, kl_weight};
+  varnet::LeNet5Config mixed;
+  mixed.kinds = {varnet::LayerKind::svdo, varnet::LayerKind::dropout, varnet::LayerKind::vdo,
+                 varnet::LayerKind::svdo};
+  for (const varnet::LeNet5Config& cfg : {config("svdo"), mixed}) {
+    INFO((cfg.kinds.empty() ? "sparse VD layers 1-4" : "sparse VD, dropout, VD, sparse VD"));
+    // Host.
+    varnet::Network<float> host = lenet(cfg, side, 9);
+    const std::vector<float> start(host.params().begin(), host.params().end());
+    varnet::Adam<float> adam(host.params().size());
+    varnet::Trainer<float, varnet::Adam<float>> trainer(host, adam, 1, 13);
+    std::vector<double> host_loss, host_kl;
+    varnet::Tensor<float> x;
+    std::vector<int32_t> y;
+    for (uint32_t e = 0; e < weights.size(); ++e) {
+      const auto order = varnet::data::shuffled_order(items, 13, e);
+      trainer.set_kl_weight(weights[e]);
+      double loss = 0, kl = 0;
+      for (int64_t s = 0; s < steps; ++s) {
+        varnet::data::gather_batch(data, order, s * batch, batch, x, y);
+        const varnet::LossResult r = trainer.step(x.view(), y.data(), lr.at(trainer.steps()));
+        loss += r.loss;
+        kl += r.kl;
+      }
+      host_loss.push_back(loss / double(steps));
+      host_kl.push_back(kl / double(steps));
+    }
+    CHECK(host_kl[0] == 0.0);
+    CHECK(host_kl[1] > 0.0);
+
+    // GPU, eagerly and with a graph, from the same start.
+    std::vector<std::vector<float>> params;
+    for (bool graph : {false, true}) {
+      INFO("graph " << graph);
+      varnet::Network<float> twin = lenet(cfg, side, 9);
+      vc::Network<float> dev(gpu(), twin);
+      vc::TrainerOptions o;
+      o.seed = 13;
+      o.batch = batch;
+      o.lr = lr;
+      o.graph = graph;
+      vc::Trainer<float> t(dev, o);
+      const vc::DeviceData dd(gpu(), data);
+      for (uint32_t e = 0; e < weights.size(); ++e) {
+        t.set_kl_weight(weights[e]);
+        const vc::GpuEpochResult r =
+            t.run_epoch(dd, varnet::data::shuffled_order(items, 13, e), steps, e);
+        INFO("epoch " << e << ": loss " << r.loss << " (host " << host_loss[e] << "), KL " << r.kl
+                      << " (host " << host_kl[e] << ")");
+        CHECK(std::fabs(r.loss - host_loss[e]) <= kNetworkRtol * std::fabs(host_loss[e]));
+        CHECK(std::fabs(r.kl - host_kl[e]) <= kNetworkRtol * std::fabs(host_kl[e]));
+      }
+      params.push_back(dev.param_buffer().download(gpu().stream()));
+      const std::vector<float> host_params(host.params().begin(), host.params().end());
+      const double gap = relative_update_gap(params.back(), host_params, start);
+      INFO("relative gap between the GPU's and the CPU's parameter updates: " << gap);
+      CHECK(gap < 1e-2);
+    }
+    CHECK(params[0] == params[1]);  // the graph replays the eager launches, KL included
+  }
+}
