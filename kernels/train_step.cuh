@@ -6,7 +6,10 @@
 //     epoch that starts at step s0 gathers order[(s - s0) B .. (s - s0 + 1) B), augmented per
 //     image (crop and flip) when asked, keyed by the epoch word;
 //   - Adam's scalars: the learning rate of the linear decay and the bias corrections at t = s + 1
-//     + adam_offset, computed as varnet::Adam::step and LinearDecay::at compute them on the host;
+//     + adam_offset, computed as varnet::Adam::step and LinearDecay::at compute them on the host,
+//     and optional per-parameter learning-rate scales (varnet::Adam::set_lr_scale);
+//   - the KL weight of step s, beta(s) / N with beta's linear warm-up (varnet::KlWarmup), from a
+//     schedule in device memory, and the step's KL summed into the epoch's;
 //   - the epoch's loss and correct count, summed on the device and read once per epoch.
 // Also the ensemble's probability sums for GPU evaluation.
 #pragma once
@@ -92,11 +95,13 @@ __device__ AdamScalars<T> adam_scalars_at(const AdamSchedule& a, uint32_t s) {
 }
 
 // One Adam step at the device step counter; sets *nonfinite when a gradient is not finite (the
-// host reads the flag once per epoch).
+// host reads the flag once per epoch). lr_scale (count values, or null: 1 everywhere) multiplies
+// each parameter's step as varnet::Adam does: p - ((step scale) m) / (sqrt(v / c2) + eps).
 template <class T>
 __global__ void adam_scheduled_kernel(int64_t count, AdamSchedule sched, const uint32_t* step,
                                       T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m,
-                                      T* __restrict__ v, int32_t* __restrict__ nonfinite) {
+                                      T* __restrict__ v, const T* __restrict__ lr_scale,
+                                      int32_t* __restrict__ nonfinite) {
   __shared__ AdamScalars<T> a;
   if (threadIdx.x == 0) a = adam_scalars_at<T>(sched, *step);
   __syncthreads();
@@ -108,9 +113,42 @@ __global__ void adam_scheduled_kernel(int64_t count, AdamSchedule sched, const u
     const T vk = add_rn(mul_rn(a.b2, v[k]), mul_rn(a.one_minus_b2, mul_rn(gk, gk)));
     m[k] = mk;
     v[k] = vk;
-    p[k] = sub_rn(p[k], div_rn(mul_rn(a.step, mk), add_rn(sqrt_rn(div_rn(vk, a.c2)), a.eps)));
+    const T num = lr_scale ? mul_rn(mul_rn(a.step, lr_scale[k]), mk) : mul_rn(a.step, mk);
+    p[k] = sub_rn(p[k], div_rn(num, add_rn(sqrt_rn(div_rn(vk, a.c2)), a.eps)));
   }
   if (bad) *nonfinite = 1;
+}
+
+// The KL weight's schedule in device memory, three doubles: beta, the warm-up's steps, N. The
+// weight of step s is KlWarmup{beta, warmup}.at(s) / N, with the host's operations in the host's
+// order: beta (warm-up <= 0), else beta * min(1, s / warmup); then / N.
+constexpr int kKlScheduleWords = 3;
+__device__ __forceinline__ double kl_weight_at(const double* schedule, uint32_t s) {
+  const double beta = schedule[0], warmup = schedule[1], items = schedule[2];
+  const double b = warmup <= 0 ? beta : mul_rn(beta, fmin(1.0, div_rn(double(s), warmup)));
+  return div_rn(b, items);
+}
+
+// Before a step's KL: *scale = T(the weight of step *step) (the host Trainer's T(kl_weight)),
+// *step_kl = 0. One thread.
+template <class T>
+__global__ void kl_step_begin_kernel(const double* __restrict__ schedule, const uint32_t* step,
+                                     T* __restrict__ scale, double* __restrict__ step_kl) {
+  if (thread_index() != 0) return;
+  *scale = T(kl_weight_at(schedule, *step));
+  *step_kl = 0;
+}
+
+// After a step's KL (totals[3], summed by the layers): the step's KL as the host Trainer reports
+// it, 0 when the step's weight is 0 (the host skips the KL then), into totals[4] (the last step's)
+// and added to totals[2] (the epoch's). One thread. T: as posterior_sum_kernel's.
+template <class T>
+__global__ void kl_step_end_kernel(const double* __restrict__ schedule, const uint32_t* step,
+                                   double* __restrict__ totals) {
+  if (thread_index() != 0) return;
+  const double kl = kl_weight_at(schedule, *step) != 0 ? totals[3] : 0.0;
+  totals[2] = add_rn(totals[2], kl);
+  totals[4] = kl;
 }
 
 // totals[0] += sum of row_loss / n, totals[1] += correct rows; counts[0] += rows with a label

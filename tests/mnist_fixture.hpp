@@ -91,6 +91,15 @@ inline Run run_program(const char* exe_env, const std::string& args, const fs::p
   return Run{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_file(log)};
 }
 
+// True when a run with --device cuda was refused for want of a GPU: by a build without CUDA
+// (before any data is read) or, in a CUDA build, on a machine without a GPU (when training
+// starts); either way with exit status 2 and a message naming --device.
+inline bool refused_for_no_gpu(const Run& r) {
+  return r.status == 2 && r.out.find("--device") != std::string::npos &&
+         (r.out.find("expected a CUDA GPU on this machine") != std::string::npos ||
+          r.out.find("this build has no CUDA backend") != std::string::npos);
+}
+
 // The number after the last "key": in out, or, with `object`, the first one inside the JSON
 // object that follows the last "object":{.
 inline double json_number(const std::string& out, const std::string& key,

@@ -1,6 +1,7 @@
 // The vgg example end to end on generated data: a CIFAR-10-format directory (trains, evaluates,
-// mean propagation at chance) and an MNIST-format one padded to 32x32; --device cuda runs it
-// cannot do, unknown directories and damaged files give a clear message and exit status 2. The
+// mean propagation at chance) and an MNIST-format one padded to 32x32; --device cuda trains the
+// baselines with a checkpoint where there is a GPU and is refused cleanly where there is none;
+// unknown directories and damaged files give a clear message and exit status 2. The
 // executable's path comes from VARNET_VGG (set by CMake); without it the test is skipped with a
 // warning.
 #include <cstdint>
@@ -82,8 +83,9 @@ TEST_CASE("vgg: trains on generated CIFAR-10 files; mean propagation at chance",
   }
 }
 
-TEST_CASE("vgg: MNIST-format data padded to 32x32; refuses bad GPU runs, unknown directories",
-          "[cli]") {
+TEST_CASE(
+    "vgg: MNIST-format data padded to 32x32; the GPU path or its refusal; unknown directories",
+    "[cli]") {
   if (!std::getenv("VARNET_VGG")) {
     WARN("VARNET_VGG is not set: vgg CLI test skipped");
     return;
@@ -106,14 +108,33 @@ TEST_CASE("vgg: MNIST-format data padded to 32x32; refuses bad GPU runs, unknown
   CHECK(ok.out.find("\"augment\":false") != std::string::npos);
   CHECK(json_number(ok.out, "test_images") == 16);
 
-  // The GPU path refuses what it cannot run before reading data, GPU or not.
-  const Run cuda_kind = run(data + "--device cuda --layer-kind gdo", log);
-  CHECK(cuda_kind.status == 2);
-  CHECK(cuda_kind.out.find("--device") != std::string::npos);
-  const Run cuda_resume =
-      run(data + "--device cuda --resume " + (dir.path / "x.ckpt").string(), log);
+  // --device cuda takes every layer kind, with a checkpoint, where there is a GPU; it is refused
+  // cleanly elsewhere.
+  const fs::path gpu_ckpt = dir.path / "gpu.ckpt";
+  const Run cuda_kind = run(data +
+                                "--device cuda --layer-kind vdo --width 0.125 --epochs 1 "
+                                "--batch 32 --augment off --samples 2 --test-limit 16 "
+                                "--eval-batch 16 --kl-warmup 1 --alpha-lr-scale 10 --checkpoint " +
+                                gpu_ckpt.string(),
+                            log);
+  INFO(cuda_kind.out);
+  if (fixture::refused_for_no_gpu(cuda_kind)) {
+    WARN("no GPU: vgg --device cuda with variational dropout refused, as expected");
+    CHECK(!fs::exists(gpu_ckpt));
+  } else {
+    REQUIRE(cuda_kind.status == 0);
+    CHECK(cuda_kind.out.find("epoch 1/1") != std::string::npos);
+    CHECK(cuda_kind.out.find("  kl ") != std::string::npos);
+    CHECK(cuda_kind.out.find("\"layer_kind\":\"vdo\"") != std::string::npos);
+    CHECK(varnet::read_checkpoint(gpu_ckpt.string()).info.step == 3u);  // 96 images, batch 32
+  }
+  // A checkpoint that is not there is named, on either device.
+  const Run cuda_resume = run(
+      data + "--device cuda --width 0.125 --batch 32 --resume " + (dir.path / "x.ckpt").string(),
+      log);
   CHECK(cuda_resume.status == 2);
-  CHECK(cuda_resume.out.find("--device") != std::string::npos);
+  CHECK((cuda_resume.out.find("x.ckpt") != std::string::npos ||
+         fixture::refused_for_no_gpu(cuda_resume)));  // a build without CUDA refuses first
   const Run bad_width = run(data + "--width 0", log);
   CHECK(bad_width.status == 2);
   CHECK(bad_width.out.find("--width: expected a number in") != std::string::npos);

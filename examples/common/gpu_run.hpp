@@ -1,20 +1,22 @@
 // The training examples' GPU path (lenet5, vgg with --device cuda), declared here in plain C++ and
 // defined in gpu_run.cu, which is compiled only when the build has the CUDA backend
 // (VARNET_EXAMPLES_CUDA). The host network stays the model of record: it is uploaded, trained on
-// the GPU, and its trained values are downloaded back into it, so saving and the weight reports
-// run on the host as after CPU training.
+// the GPU, and its trained values are downloaded back into it, so saving, checkpoints and the
+// weight reports run on the host as after CPU training.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "resumable.hpp"
 #include "run_loop.hpp"
 #include "varnet/core/error.hpp"
 #include "varnet/data/augment.hpp"
 #include "varnet/data/idx.hpp"
 #include "varnet/nn/network.hpp"
 #include "varnet/nn/optimizer.hpp"
+#include "varnet/nn/trainer.hpp"
 
 namespace varnet::examples {
 
@@ -23,7 +25,12 @@ struct GpuTrainSettings {
   int samples = 1;  // K of the K-sample objective
   uint64_t seed = 0;
   LinearDecay lr;
-  bool graph = true;  // replay each step from a CUDA graph
+  KlWarmup beta{0, 0};           // the KL weight beta(step) / N, when the network has a KL
+  double alpha_lr_scale = 1;     // the log alphas' learning-rate multiplier (scale_log_alpha_lr)
+  double threshold = 3;          // log alpha above which a weight counts as pruned (progress line)
+  std::string checkpoint;        // where to save the run; empty: never
+  int64_t checkpoint_every = 0;  // also every this many steps (0: only at the end)
+  bool graph = true;             // replay each step from a CUDA graph
   bool check_finite = true;
   bool tf32 = false;  // TF32 tensor cores in the GEMMs
   AdamOptions adam;
@@ -31,20 +38,15 @@ struct GpuTrainSettings {
   data::AugmentOptions augment_options;
 };
 
-// Refuses (varnet::Error naming the flag) what the GPU path cannot do: builds without CUDA, layer
-// families without GPU kernels, checkpoints. Config: lenet5's or vgg's parsed flags.
+// Refuses (varnet::Error naming the flag) what the GPU path cannot do: --device cuda in builds
+// without CUDA. Config: lenet5's or vgg's parsed flags. (A machine without a GPU is refused when
+// training starts, by train_on_gpu.)
 template <class Config>
-void check_gpu_config(const Config& c) {
+void check_gpu_config(const Config&) {
 #ifndef VARNET_EXAMPLES_CUDA
   fail("--device", "cpu (this build has no CUDA backend: configure it where nvcc is installed)",
        "cuda");
 #endif
-  check(c.layer_kind == "variance" || c.layer_kind == "deterministic", "--device cuda",
-        "--layer-kind variance or deterministic (the layer families with GPU kernels)",
-        "--layer-kind ", c.layer_kind);
-  check(c.checkpoint.empty() && c.resume.empty(), "--device cuda",
-        "no --checkpoint or --resume (checkpoints are written by CPU runs only, so far)",
-        c.checkpoint.empty() ? "--resume" : "--checkpoint");
 }
 
 // The device flags' checks for any run: --tf32 needs --device cuda; --device cuda needs
@@ -55,15 +57,20 @@ void check_device_flags(const Config& c) {
   if (c.device == "cuda") check_gpu_config(c);
 }
 
-// The GPU settings from an example's parsed flags and learning-rate schedule.
+// The GPU settings from an example's parsed flags, learning-rate schedule and KL warm-up.
 template <class Config>
-GpuTrainSettings gpu_settings(const Config& c, const LinearDecay& lr) {
+GpuTrainSettings gpu_settings(const Config& c, const LinearDecay& lr, const KlWarmup& beta) {
   GpuTrainSettings s;
   s.epochs = c.epochs;
   s.batch = c.batch;
   s.samples = int(c.train_samples);
   s.seed = uint64_t(c.seed);
   s.lr = lr;
+  s.beta = beta;
+  s.alpha_lr_scale = c.alpha_lr_scale;
+  s.threshold = c.threshold;
+  s.checkpoint = c.checkpoint;
+  s.checkpoint_every = c.checkpoint_every;
   s.graph = c.graph;
   s.check_finite = c.finite_check;
   s.tf32 = c.tf32;
@@ -71,11 +78,17 @@ GpuTrainSettings gpu_settings(const Config& c, const LinearDecay& lr) {
 }
 
 #ifdef VARNET_EXAMPLES_CUDA
-// Trains `net` on the GPU: epochs in the order data::shuffled_order(n, seed, epoch), the last
-// partial batch dropped, a progress line per epoch; copies the trained parameters and state back
-// into `net`. Returns the seconds spent training (the GPU waited for at each epoch's end).
-double train_on_gpu(Network<float>& net, const data::LabeledImages& train,
-                    const GpuTrainSettings& s);
+// Trains `net` on the GPU as train_resumable (run_loop.hpp) trains it on the CPU: epochs
+// [start.epoch, s.epochs) from the host trainer's step (a resumed run's, loaded into net, adam and
+// trainer by resume_run), in the order data::shuffled_order(n, seed, epoch), the last partial
+// batch dropped; the same learning rate, KL warm-up and log alpha learning-rate scale; the same
+// progress line per epoch (with ", GPU" and the KL where the CPU prints it); checkpoints at the
+// same steps, written through the host network, `adam` and `trainer`. Leaves the trained
+// parameters and state in `net`, the optimizer's state in `adam` and the step count in
+// `trainer`. Returns the seconds spent training (the GPU waited for at each epoch's end).
+double train_on_gpu(Network<float>& net, Adam<float>& adam, Trainer<float, Adam<float>>& trainer,
+                    const data::LabeledImages& train, const GpuTrainSettings& s,
+                    const RunConfig& config, const RunStart& start);
 
 // examples::evaluate_report (run_loop.hpp) on the GPU (with TF32 when `tf32`): mean propagation,
 // ensembles of each size in `samples`, and 10 samples with batch statistics; prints a line each;
@@ -85,7 +98,9 @@ std::string evaluate_report_gpu(Network<float>& net, const data::LabeledImages& 
                                 uint64_t seed, bool tf32);
 #else
 // Without the CUDA backend check_gpu_config has refused --device cuda before these are reached.
-inline double train_on_gpu(Network<float>&, const data::LabeledImages&, const GpuTrainSettings&) {
+inline double train_on_gpu(Network<float>&, Adam<float>&, Trainer<float, Adam<float>>&,
+                           const data::LabeledImages&, const GpuTrainSettings&, const RunConfig&,
+                           const RunStart&) {
   fail("--device", "cpu", "cuda in a build without CUDA");
 }
 inline std::string evaluate_report_gpu(Network<float>&, const data::LabeledImages&,

@@ -54,9 +54,9 @@ EpochResult train_epoch(Trainer<T, Opt>& trainer, const data::LabeledImages& d, 
 
 // Scales the learning rate of every "<layer>.log_alpha" tensor (variational dropout's per-layer
 // dropout rates) by `scale`: Adam moves a parameter by about lr per step, so at lr 1e-3 a log
-// alpha crosses only a few units in a short run.
-template <class T>
-void scale_log_alpha_lr(Adam<T>& adam, const Network<T>& net, double scale) {
+// alpha crosses only a few units in a short run. Opt: varnet::Adam, or cuda::Trainer (its Adam).
+template <class Opt, class T>
+void scale_log_alpha_lr(Opt& adam, const Network<T>& net, double scale) {
   const std::string suffix = ".log_alpha";
   for (const auto& e : net.table().entries())
     if (e.trainable && e.name.size() > suffix.size() &&

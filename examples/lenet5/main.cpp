@@ -60,8 +60,8 @@ const char* kHelp = R"(lenet5: train and evaluate a variance LeNet-5 on MNIST-fo
   --resume PATH         continue the run checkpointed in PATH (PATH.prev if PATH is damaged);
                         the other flags must match the checkpointed run's
   --no-finite-check     do not stop at the first non-finite loss or gradient
-  --device D            cpu|cuda: where to train and evaluate (cuda: variance and
-                        deterministic layers, no checkpoints; needs a build with CUDA) [cpu]
+  --device D            cpu|cuda: where to train and evaluate (cuda: every layer kind,
+                        checkpoints and --resume included; needs a build with CUDA) [cpu]
   --no-graph            cuda: launch every kernel of a step instead of replaying a CUDA graph
   --tf32                cuda: TF32 tensor cores in the matrix products (faster, ~1e-3 relative
                         error per product; off: strict FP32)
@@ -235,13 +235,14 @@ int run(const Config& c) {
   const uint32_t first_step = trainer.steps();
   const double train_seconds =
       c.device == "cuda"
-          ? varnet::examples::train_on_gpu(net, d.train, varnet::examples::gpu_settings(c, lr))
+          ? varnet::examples::train_on_gpu(net, adam, trainer, d.train,
+                                           varnet::examples::gpu_settings(c, lr, beta), run_config,
+                                           start)
           : varnet::examples::train_resumable(
                 net, adam, trainer, d.train, run_config, start, varnet::examples::loop_settings(c),
                 lr, beta,
                 [](varnet::Tensor<T>&, const std::vector<int64_t>&, int64_t, uint32_t) {});
-  const int64_t trained_steps =
-      c.device == "cuda" ? steps_per_epoch * c.epochs : int64_t(trainer.steps() - first_step);
+  const int64_t trained_steps = int64_t(trainer.steps() - first_step);
   const double img_per_s = train_seconds > 0 ? double(trained_steps * c.batch) / train_seconds : 0;
 
   std::string json = "{" + varnet::examples::evaluate_on_device(c, net, d.test);

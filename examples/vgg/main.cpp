@@ -65,8 +65,8 @@ const char* kHelp = R"(vgg: train and evaluate a VGG-like variance network on 32
   --train-limit N       use the first N training images only (quick runs) [all]
   --test-limit N        evaluate on the first N test images only (quick runs) [all]
   --eval-batch B        evaluation batch size (also the batch of batch statistics) [500]
-  --device D            cpu|cuda: where to train and evaluate (cuda: variance and
-                        deterministic layers, no checkpoints; needs a build with CUDA) [cpu]
+  --device D            cpu|cuda: where to train and evaluate (cuda: every layer kind,
+                        checkpoints and --resume included; needs a build with CUDA) [cpu]
   --no-graph            cuda: launch every kernel of a step instead of replaying a CUDA graph
   --tf32                cuda: TF32 tensor cores in the matrix products (faster, ~1e-3 relative
                         error per product; off: strict FP32)
@@ -281,12 +281,13 @@ int run(const Config& c) {
   double train_seconds = 0;
   int64_t trained_steps = 0;
   if (c.device == "cuda") {
-    varnet::examples::GpuTrainSettings s = varnet::examples::gpu_settings(c, lr);
+    varnet::examples::GpuTrainSettings s = varnet::examples::gpu_settings(c, lr, beta);
     s.adam = adam_options;
     s.augment = c.augment;
     s.augment_options = aug;
-    train_seconds = varnet::examples::train_on_gpu(net, d.train, s);
-    trained_steps = steps_per_epoch * c.epochs;
+    train_seconds =
+        varnet::examples::train_on_gpu(net, adam, trainer, d.train, s, run_config, start);
+    trained_steps = int64_t(trainer.steps() - first_step);
   } else {
     train_seconds = varnet::examples::train_resumable(
         net, adam, trainer, d.train, run_config, start, varnet::examples::loop_settings(c), lr,

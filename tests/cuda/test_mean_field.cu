@@ -1,6 +1,8 @@
 // The baselines on the GPU against the CPU: the mean-field layers (Gaussian dropout, variational
 // dropout, sparse VD; dense and convolutional) and binary dropout, their KL term, cuda::Network
-// mirroring LeNet-5 built with them, and cuda::Trainer with a KL weight against varnet::Trainer.
+// mirroring LeNet-5 built with them, and cuda::Trainer with a KL weight against varnet::Trainer:
+// constant, and the examples' per-step warm-up with per-parameter learning-rate scales; its state
+// through a checkpoint and back (a resumed run repeats an uninterrupted one bit for bit).
 //
 // Layers run in a one-layer varnet::Network with the same parameters, Context and inputs; the
 // posteriors' parameters are set so that every branch is taken: variational dropout's log alpha
@@ -19,6 +21,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -29,6 +32,7 @@
 #include "varnet/cuda/mean_field_layers.hpp"
 #include "varnet/cuda/network.hpp"
 #include "varnet/cuda/trainer.hpp"
+#include "varnet/nn/checkpoint.hpp"
 
 using varnet::Context;
 using varnet::PredictMode;
@@ -513,5 +517,232 @@ TEST_CASE("cuda::Trainer with a KL weight follows the host Trainer, with and wit
       CHECK(gap < 1e-2);
     }
     CHECK(params[0] == params[1]);  // the graph replays the eager launches, KL included
+  }
+}
+
+namespace {
+
+// The examples' recipe on the host: before each step, set_kl_weight(beta.at(step) / N); Adam with
+// per-parameter learning-rate scales. Per epoch: the mean loss, the mean KL, the last step's KL.
+struct HostEpochs {
+  std::vector<double> loss, kl, last_kl;
+};
+
+// Learning-rate scales for a network: 10 on every log alpha (variational dropout's), 0.5 on the
+// first 64 parameters, 1 elsewhere.
+template <class Opt>
+void set_scales(Opt& opt, const varnet::Network<float>& net) {
+  opt.set_lr_scale(0, 64, 0.5);
+  const std::string suffix = ".log_alpha";
+  for (const auto& e : net.table().entries())
+    if (e.name.size() > suffix.size() &&
+        e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      opt.set_lr_scale(e.offset, e.shape.numel(), 10.0);
+}
+
+std::vector<int64_t> order_from(const std::vector<int64_t>& order, int64_t first) {
+  return std::vector<int64_t>(order.begin() + first, order.end());
+}
+
+}  // namespace
+
+TEST_CASE("cuda::Trainer with a per-step KL warm-up and lr scales follows the host Trainer",
+          "[cuda][network]") {
+  const int64_t side = 16, batch = 8, steps = 5, items = 64, epochs = 3;
+  const varnet::data::LabeledImages data = random_images(items, side, 6);
+  const varnet::LinearDecay lr{1e-3, epochs * steps};
+  // Weight 0 at step 0, growing until step 7 (inside epoch 1), then beta / N.
+  const varnet::KlWarmup beta{0.5, 7};
+  varnet::LeNet5Config mixed;
+  mixed.kinds = {varnet::LayerKind::svdo, varnet::LayerKind::dropout, varnet::LayerKind::vdo,
+                 varnet::LayerKind::svdo};
+  for (bool scaled : {false, true}) {
+    INFO((scaled ? "with" : "without") << " learning-rate scales");
+    varnet::Network<float> host = lenet(mixed, side, 9);
+    const std::vector<float> start(host.params().begin(), host.params().end());
+    varnet::Adam<float> adam(host.params().size());
+    if (scaled) set_scales(adam, host);
+    varnet::Trainer<float, varnet::Adam<float>> trainer(host, adam, 1, 13);
+    HostEpochs want;
+    varnet::Tensor<float> x;
+    std::vector<int32_t> y;
+    for (uint32_t e = 0; e < epochs; ++e) {
+      const auto order = varnet::data::shuffled_order(items, 13, e);
+      double loss = 0, kl = 0, last = 0;
+      for (int64_t s = 0; s < steps; ++s) {
+        varnet::data::gather_batch(data, order, s * batch, batch, x, y);
+        trainer.set_kl_weight(beta.at(trainer.steps()) / double(items));
+        const varnet::LossResult r = trainer.step(x.view(), y.data(), lr.at(trainer.steps()));
+        loss += r.loss;
+        kl += r.kl;
+        last = r.kl;
+      }
+      want.loss.push_back(loss / double(steps));
+      want.kl.push_back(kl / double(steps));
+      want.last_kl.push_back(last);
+    }
+    REQUIRE(want.kl[0] > 0.0);
+
+    std::vector<std::vector<float>> params;
+    for (bool graph : {false, true}) {
+      INFO("graph " << graph);
+      varnet::Network<float> twin = lenet(mixed, side, 9);
+      vc::Network<float> dev(gpu(), twin);
+      vc::TrainerOptions o;
+      o.seed = 13;
+      o.batch = batch;
+      o.lr = lr;
+      o.graph = graph;
+      o.kl = vc::KlSchedule{beta, double(items)};
+      vc::Trainer<float> t(dev, o);
+      if (scaled) set_scales(t, twin);
+      const vc::DeviceData dd(gpu(), data);
+      for (uint32_t e = 0; e < epochs; ++e) {
+        CHECK(t.kl_weight() == beta.at(t.steps()) / double(items));
+        const vc::GpuEpochResult r =
+            t.run_epoch(dd, varnet::data::shuffled_order(items, 13, e), steps, e);
+        INFO("epoch " << e << ": loss " << r.loss << " (host " << want.loss[e] << "), KL " << r.kl
+                      << " (host " << want.kl[e] << "), last KL " << r.last_kl << " (host "
+                      << want.last_kl[e] << ")");
+        CHECK(std::fabs(r.loss - want.loss[e]) <= kNetworkRtol * std::fabs(want.loss[e]));
+        CHECK(std::fabs(r.kl - want.kl[e]) <= kNetworkRtol * std::fabs(want.kl[e]));
+        CHECK(std::fabs(r.last_kl - want.last_kl[e]) <= kNetworkRtol * std::fabs(want.last_kl[e]));
+      }
+      params.push_back(dev.param_buffer().download(gpu().stream()));
+      const std::vector<float> host_params(host.params().begin(), host.params().end());
+      const double gap = relative_update_gap(params.back(), host_params, start);
+      INFO("relative gap between the GPU's and the CPU's parameter updates: " << gap);
+      CHECK(gap < 1e-2);
+      // The log alphas moved 10 times as far with the scales: compare their update to the host's.
+      const varnet::ParamEntry& la =
+          entry(host, "fc1.log_alpha");  // the vdo layer's (weight layer 3)
+      const size_t k = size_t(la.offset);
+      CHECK(std::fabs((params.back()[k] - start[k]) - (host.params()[k] - start[k])) <=
+            1e-2 * std::fabs(host.params()[k] - start[k]));
+    }
+    CHECK(params[0] == params[1]);  // the graph replays the eager launches
+  }
+}
+
+TEST_CASE("cuda::Trainer: scales of 1 change nothing; a constant KL weight is a schedule",
+          "[cuda][network]") {
+  const int64_t side = 16, batch = 8, steps = 4, items = 32;
+  const varnet::data::LabeledImages data = random_images(items, side, 7);
+  const double w = 0.5 / double(items);
+  std::vector<std::vector<float>> params;
+  // 0: no scales, constant weight; 1: scales of 1 everywhere, the weight as a schedule without
+  // warm-up ({w * N, 0} / N rounds to w here: N is a power of two); 2: constant weight again,
+  // set through set_kl_weight after construction.
+  for (int run = 0; run < 3; ++run) {
+    INFO("run " << run);
+    varnet::Network<float> host = lenet(config("svdo"), side, 9);
+    vc::Network<float> dev(gpu(), host);
+    vc::TrainerOptions o;
+    o.seed = 13;
+    o.batch = batch;
+    o.lr = varnet::LinearDecay{1e-3, 2 * steps};
+    o.graph = true;
+    if (run == 0) o.kl_weight = w;
+    if (run == 1) o.kl = vc::KlSchedule{varnet::KlWarmup{w * double(items), 0}, double(items)};
+    vc::Trainer<float> t(dev, o);
+    if (run == 1) t.set_lr_scale(0, dev.param_count(), 1.0);
+    if (run == 2) t.set_kl_weight(w);
+    CHECK(t.kl_weight() == w);
+    const vc::DeviceData dd(gpu(), data);
+    for (uint32_t e = 0; e < 2; ++e)
+      t.run_epoch(dd, varnet::data::shuffled_order(items, 13, e), steps, e);
+    params.push_back(dev.param_buffer().download(gpu().stream()));
+  }
+  CHECK(params[0] == params[1]);
+  CHECK(params[0] == params[2]);
+  vc::TrainerOptions both;
+  both.kl_weight = 0.1;
+  both.kl = vc::KlSchedule{varnet::KlWarmup{1, 10}, 100};
+  varnet::Network<float> host = lenet(config("svdo"), side, 9);
+  vc::Network<float> dev(gpu(), host);
+  CHECK_THROWS_AS(vc::Trainer<float>(dev, both), varnet::Error);
+  vc::Trainer<float> t(dev, vc::TrainerOptions{});
+  CHECK_THROWS_AS(t.set_lr_scale(0, dev.param_count() + 1, 1.0), varnet::Error);
+  CHECK_THROWS_AS(t.set_lr_scale(0, 1, -1.0), varnet::Error);
+}
+
+TEST_CASE("cuda::Trainer resumed from a checkpoint repeats the uninterrupted run bit for bit",
+          "[cuda][network]") {
+  const int64_t side = 16, batch = 8, steps = 5, items = 40;
+  const varnet::data::LabeledImages data = random_images(items, side, 8);
+  varnet::LeNet5Config mixed;
+  mixed.kinds = {varnet::LayerKind::svdo, varnet::LayerKind::dropout, varnet::LayerKind::vdo,
+                 varnet::LayerKind::svdo};
+  vc::TrainerOptions o;
+  o.seed = 13;
+  o.batch = batch;
+  o.lr = varnet::LinearDecay{1e-3, 2 * steps};
+  o.graph = true;
+  o.kl = vc::KlSchedule{varnet::KlWarmup{1.0, 7}, double(items)};
+  const auto order0 = varnet::data::shuffled_order(items, 13, 0);
+  const auto order1 = varnet::data::shuffled_order(items, 13, 1);
+  const size_t p = lenet(mixed, side, 9).params().size();
+
+  // Uninterrupted: two epochs.
+  varnet::Network<float> a_host = lenet(mixed, side, 9);
+  vc::Network<float> a_dev(gpu(), a_host);
+  vc::Trainer<float> a(a_dev, o);
+  set_scales(a, a_host);
+  const vc::DeviceData dd(gpu(), data);
+  a.run_epoch(dd, order0, steps, 0);
+  a.run_epoch(dd, order1, steps, 1);
+  a_dev.download(a_host);
+  varnet::Adam<float> a_adam(p);
+  a.export_state(a_adam);
+  CHECK(a_adam.steps() == 2 * steps);
+
+  // Interrupted: steps 0-1 of epoch 0, a checkpoint written and read back through the host, then
+  // a new network and trainer for steps 2-4 of epoch 0 and epoch 1.
+  const std::string path =
+      (std::filesystem::temp_directory_path() / "varnet_cuda_resume_test.ckpt").string();
+  std::filesystem::remove(path);
+  std::filesystem::remove(varnet::previous_checkpoint_path(path));
+  {
+    varnet::Network<float> b_host = lenet(mixed, side, 9);
+    vc::Network<float> b_dev(gpu(), b_host);
+    vc::Trainer<float> b(b_dev, o);
+    set_scales(b, b_host);
+    b.run_epoch(dd, order0, 2, 0);
+    b_dev.download(b_host);
+    varnet::Adam<float> b_adam(p);
+    b.export_state(b_adam);
+    CHECK(b_adam.steps() == 2);
+    varnet::CheckpointInfo info;
+    info.step = b.steps();
+    info.epoch = 0;
+    info.step_in_epoch = 2;
+    info.seed = 13;
+    varnet::save_checkpoint(path, b_host, b_adam, info);
+  }
+  varnet::Network<float> c_host = lenet(mixed, side, 99);  // every value comes from the file
+  varnet::Adam<float> c_adam(p);
+  const varnet::CheckpointInfo got = varnet::load_checkpoint(path, c_host, c_adam, {}, 13);
+  REQUIRE(got.step == 2u);
+  vc::Network<float> c_dev(gpu(), c_host);
+  vc::Trainer<float> c(c_dev, o);
+  c.import_state(c_adam, uint32_t(got.step));
+  set_scales(c, c_host);
+  CHECK(c.steps() == 2u);
+  CHECK(c.adam_steps() == 2);
+  c.run_epoch(dd, order_from(order0, 2 * batch), steps - 2, 0);
+  c.run_epoch(dd, order1, steps, 1);
+  c_dev.download(c_host);
+  varnet::Adam<float> c_adam_end(p);
+  c.export_state(c_adam_end);
+  std::filesystem::remove(path);
+
+  CHECK(c.steps() == a.steps());
+  CHECK(std::equal(c_host.params().begin(), c_host.params().end(), a_host.params().begin()));
+  CHECK(std::equal(c_host.state().begin(), c_host.state().end(), a_host.state().begin()));
+  CHECK(c_adam_end.steps() == a_adam.steps());
+  for (size_t b = 0; b < 2; ++b) {
+    const auto& want = *a_adam.buffers()[b].second;
+    const auto& have = *c_adam_end.buffers()[b].second;
+    CHECK(std::equal(have.begin(), have.end(), want.begin()));
   }
 }

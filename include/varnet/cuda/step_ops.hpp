@@ -29,15 +29,34 @@ void gather_batch(GpuContext& ctx, const float* images, const int32_t* labels, c
   VARNET_CUDA_CHECK_LAUNCH("gather_batch_kernel");
 }
 
-// Adam over `count` parameters at the device step counter (kernels::AdamSchedule); sets
-// *nonfinite to 1 when a gradient is not finite.
+// Adam over `count` parameters at the device step counter (kernels::AdamSchedule), each step
+// multiplied by lr_scale[k] (count device values; null: by 1, the same arithmetic as without
+// scales); sets *nonfinite to 1 when a gradient is not finite.
 template <class T>
 void adam_scheduled(GpuContext& ctx, int64_t count, const kernels::AdamSchedule& sched,
-                    const uint32_t* step, T* p, const T* g, T* m, T* v, int32_t* nonfinite) {
+                    const uint32_t* step, T* p, const T* g, T* m, T* v, const T* lr_scale,
+                    int32_t* nonfinite) {
   if (count <= 0) return;
-  kernels::adam_scheduled_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, sched, step, p, g, m, v, nonfinite);
+  kernels::adam_scheduled_kernel<T><<<grid_for(count), kThreads, 0, ctx.stream()>>>(
+      count, sched, step, p, g, m, v, lr_scale, nonfinite);
   VARNET_CUDA_CHECK_LAUNCH("adam_scheduled_kernel");
+}
+
+// Before a step's KL: *scale = T(the KL weight of step *step) from the device schedule
+// (kernels::kKlScheduleWords doubles), *step_kl = 0.
+template <class T>
+void kl_step_begin(GpuContext& ctx, const double* schedule, const uint32_t* step, T* scale,
+                   double* step_kl) {
+  kernels::kl_step_begin_kernel<T><<<1, 1, 0, ctx.stream()>>>(schedule, step, scale, step_kl);
+  VARNET_CUDA_CHECK_LAUNCH("kl_step_begin_kernel");
+}
+
+// After a step's KL, summed into totals[3]: totals[4] = the step's KL (0 when its weight is 0, as
+// the host reports it), totals[2] += it.
+template <class T>
+void kl_step_end(GpuContext& ctx, const double* schedule, const uint32_t* step, double* totals) {
+  kernels::kl_step_end_kernel<T><<<1, 1, 0, ctx.stream()>>>(schedule, step, totals);
+  VARNET_CUDA_CHECK_LAUNCH("kl_step_end_kernel");
 }
 
 // totals (2 doubles) += (mean row loss, correct rows); bad_labels = 1 on a label out of range;
