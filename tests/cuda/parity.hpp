@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
@@ -12,6 +13,7 @@
 
 #include "catch.hpp"
 #include "varnet/cuda.hpp"
+#include "varnet/data/idx.hpp"
 #include "varnet/nn/network.hpp"
 
 namespace varnet::test {
@@ -41,6 +43,49 @@ template <class Vec>
 cuda::DeviceBuffer<typename Vec::value_type> upload(const Vec& v) {
   const std::vector<typename Vec::value_type> host(v.begin(), v.end());
   return cuda::to_device(host, gpu().stream());
+}
+
+// A device buffer of `count` NaNs: entries a kernel fails to write stay NaN and fail compare().
+inline cuda::DeviceBuffer<float> nan_buffer(int64_t count) {
+  return upload(std::vector<float>(size_t(count), std::numeric_limits<float>::quiet_NaN()));
+}
+
+inline const ParamEntry& entry(const Network<float>& net, const std::string& name) {
+  const ParamEntry* e = net.table().find(name);
+  REQUIRE(e != nullptr);
+  return *e;
+}
+
+// Overwrites a named tensor of the CPU network with values uniform on [lo, hi).
+inline void randomize(Network<float>& net, const std::string& name, uint32_t seed, double lo,
+                      double hi) {
+  const int64_t count = entry(net, name).shape.numel();
+  const auto v = random_vector<float>(size_t(count), seed, lo, hi);
+  std::copy(v.begin(), v.end(), net.find(name));
+}
+
+// `n` random images (1, side, side) in [0, 1) with random labels in [0, 10).
+inline data::LabeledImages random_images(int64_t n, int64_t side, uint32_t seed) {
+  data::LabeledImages d;
+  d.images.resize(Shape(n, 1, side, side));
+  const auto px = random_vector<float>(size_t(d.images.numel()), seed, 0.0, 1.0);
+  std::copy(px.begin(), px.end(), d.images.data());
+  const auto lab = random_vector<double>(size_t(n), seed + 1, 0.0, 10.0);
+  for (double v : lab) d.labels.push_back(int32_t(v));
+  d.classes = 10;
+  d.source = "random images";
+  return d;
+}
+
+// |a - b| / |b - base| in the L2 norm: how far apart two updates of the same start are.
+inline double relative_update_gap(const std::vector<float>& a, const std::vector<float>& b,
+                                  const std::vector<float>& base) {
+  double gap = 0, step = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    gap += std::pow(double(a[i]) - double(b[i]), 2);
+    step += std::pow(double(b[i]) - double(base[i]), 2);
+  }
+  return std::sqrt(gap) / std::sqrt(step);
 }
 
 // Empty when every got[i] is within rtol * (|want[i]| + floor * max_j |want[j]|) of want[i] and

@@ -23,33 +23,17 @@
 using varnet::Context;
 using varnet::Shape;
 using varnet::test::download;
+using varnet::test::entry;
 using varnet::test::gpu;
+using varnet::test::nan_buffer;
 using varnet::test::random_vector;
+using varnet::test::randomize;
 using varnet::test::run_cpu;
 using varnet::test::sum_rtol;
 using varnet::test::upload;
 namespace vc = varnet::cuda;
 
 namespace {
-
-// A device buffer of `count` NaNs: entries a kernel fails to write stay NaN and fail compare().
-vc::DeviceBuffer<float> nan_buffer(int64_t count) {
-  return upload(std::vector<float>(size_t(count), std::numeric_limits<float>::quiet_NaN()));
-}
-
-const varnet::ParamEntry& entry(const varnet::Network<float>& net, const std::string& name) {
-  const varnet::ParamEntry* e = net.table().find(name);
-  REQUIRE(e != nullptr);
-  return *e;
-}
-
-// Overwrites a named tensor of the CPU network with values uniform on [lo, hi).
-void randomize(varnet::Network<float>& net, const std::string& name, uint32_t seed, double lo,
-               double hi) {
-  const int64_t count = entry(net, name).shape.numel();
-  const auto v = random_vector<float>(size_t(count), seed, lo, hi);
-  std::copy(v.begin(), v.end(), net.find(name));
-}
 
 // The device tensors of Linear or Conv2d layer `layer` inside uploaded params and grads buffers.
 vc::WeightTensors<float> weight_tensors(const varnet::Network<float>& net, const std::string& layer,

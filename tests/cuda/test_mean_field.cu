@@ -38,8 +38,13 @@ using varnet::Context;
 using varnet::PredictMode;
 using varnet::Shape;
 using varnet::test::download;
+using varnet::test::entry;
 using varnet::test::gpu;
+using varnet::test::nan_buffer;
+using varnet::test::random_images;
 using varnet::test::random_vector;
+using varnet::test::randomize;
+using varnet::test::relative_update_gap;
 using varnet::test::run_cpu;
 using varnet::test::sum_rtol;
 using varnet::test::upload;
@@ -55,24 +60,6 @@ using Svd = varnet::SparseVDPosterior<float>;
 constexpr double kNetworkRtol = 1e-3;
 constexpr double kKlRtol = 1e-9;
 constexpr double kKlGradRtol = 1e-6;
-
-vc::DeviceBuffer<float> nan_buffer(int64_t count) {
-  return upload(std::vector<float>(size_t(count), std::numeric_limits<float>::quiet_NaN()));
-}
-
-const varnet::ParamEntry& entry(const varnet::Network<float>& net, const std::string& name) {
-  const varnet::ParamEntry* e = net.table().find(name);
-  REQUIRE(e != nullptr);
-  return *e;
-}
-
-// Overwrites a named tensor of the CPU network with values uniform on [lo, hi).
-void randomize(varnet::Network<float>& net, const std::string& name, uint32_t seed, double lo,
-               double hi) {
-  const int64_t count = entry(net, name).shape.numel();
-  const auto v = random_vector<float>(size_t(count), seed, lo, hi);
-  std::copy(v.begin(), v.end(), net.find(name));
-}
 
 // Parameters that take every branch of the posterior (see the top of the file): variational
 // dropout's log alpha is -1.3, or 25 when `clamped`; sparse VD's log sigma2 is uniform on
@@ -326,30 +313,6 @@ varnet::LeNet5Config config(const std::string& kind, std::vector<int> layers = {
   cfg.kind = varnet::parse_layer_kind(kind);
   cfg.variance_layers = std::move(layers);
   return cfg;
-}
-
-// `n` random images (1, side, side) in [0, 1) with random labels in [0, 10).
-varnet::data::LabeledImages random_images(int64_t n, int64_t side, uint32_t seed) {
-  varnet::data::LabeledImages d;
-  d.images.resize(Shape(n, 1, side, side));
-  const auto px = random_vector<float>(size_t(d.images.numel()), seed, 0.0, 1.0);
-  std::copy(px.begin(), px.end(), d.images.data());
-  const auto lab = random_vector<double>(size_t(n), seed + 1, 0.0, 10.0);
-  for (double v : lab) d.labels.push_back(int32_t(v));
-  d.classes = 10;
-  d.source = "random images";
-  return d;
-}
-
-// |a - b| / |b - base| in the L2 norm: how far apart two updates of the same start are.
-double relative_update_gap(const std::vector<float>& a, const std::vector<float>& b,
-                           const std::vector<float>& base) {
-  double gap = 0, step = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    gap += std::pow(double(a[i]) - double(b[i]), 2);
-    step += std::pow(double(b[i]) - double(base[i]), 2);
-  }
-  return std::sqrt(gap) / std::sqrt(step);
 }
 
 }  // namespace

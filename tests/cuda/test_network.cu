@@ -12,7 +12,9 @@
 #include "varnet/cuda/trainer.hpp"
 
 using varnet::test::gpu;
+using varnet::test::random_images;
 using varnet::test::random_vector;
+using varnet::test::relative_update_gap;
 namespace vc = varnet::cuda;
 
 namespace {
@@ -27,30 +29,6 @@ varnet::Network<float> lenet(const std::vector<int>& variance_layers, int64_t si
   cfg.variance_layers = variance_layers;
   cfg.classes = 10;
   return varnet::make_lenet5<float>(cfg, varnet::Shape(1, 1, side, side), seed);
-}
-
-// `n` random images (1, side, side) in [0, 1) with random labels in [0, 10).
-varnet::data::LabeledImages random_images(int64_t n, int64_t side, uint32_t seed) {
-  varnet::data::LabeledImages d;
-  d.images.resize(varnet::Shape(n, 1, side, side));
-  const auto px = random_vector<float>(size_t(d.images.numel()), seed, 0.0, 1.0);
-  std::copy(px.begin(), px.end(), d.images.data());
-  const auto lab = random_vector<double>(size_t(n), seed + 1, 0.0, 10.0);
-  for (double v : lab) d.labels.push_back(int32_t(v));
-  d.classes = 10;
-  d.source = "random images";
-  return d;
-}
-
-// |a - b| / |b - base| in the L2 norm: how far apart two updates of the same start are.
-double relative_update_gap(const std::vector<float>& a, const std::vector<float>& b,
-                           const std::vector<float>& base) {
-  double gap = 0, step = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    gap += std::pow(double(a[i]) - double(b[i]), 2);
-    step += std::pow(double(b[i]) - double(base[i]), 2);
-  }
-  return std::sqrt(gap) / std::sqrt(step);
 }
 
 }  // namespace
