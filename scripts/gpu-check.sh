@@ -17,8 +17,9 @@
 #   OUT=/some/dir scripts/gpu-check.sh
 #   VARNET_CUDA_ARCH=90 scripts/gpu-check.sh # a fixed architecture instead of "native"
 #   VARNET_PREBUILT=build-sm90 scripts/gpu-check.sh
-#       # skip step 1 and the CPU tests: use binaries built elsewhere for this GPU (e.g. on a
-#       # machine without a GPU, with -DCMAKE_CUDA_ARCHITECTURES=90 -DVARNET_NATIVE=OFF)
+#       # skip step 1 and the CPU tests but the examples' CLI tests: use binaries built elsewhere
+#       # for this GPU (e.g. on a machine without a GPU, with -DCMAKE_CUDA_ARCHITECTURES=90
+#       # -DVARNET_NATIVE=OFF)
 #   VARNET_EPOCHS=3 scripts/gpu-check.sh     # LeNet-5 epochs in step 4 [2]
 #   VARNET_VGG_EPOCHS=20 scripts/gpu-check.sh # also train the VGG example on the GPU (step 5)
 set -euo pipefail
@@ -107,6 +108,17 @@ if [ -z "${VARNET_PREBUILT:-}" ] && [ "${STATUS[build]}" = 0 ]; then
   record cpu-tests "$CPU_TESTS"
 else
   record cpu-tests not-run
+  # Prebuilt binaries: still run the examples' CLI tests, whose --device cuda cases (every layer
+  # kind, checkpoints) need the GPU.
+  for t in lenet5:VARNET_LENET5 vgg:VARNET_VGG; do
+    name=${t%%:*} var=${t##*:}
+    if built "tests/test_${name}_cli" && built "examples/$name"; then
+      export "$var=$PWD/$BUILD_DIR/examples/$name"
+      run_stage "${name}-cli" "$OUT/${name}-cli.log" timeout 600 "./$BUILD_DIR/tests/test_${name}_cli"
+    else
+      record "${name}-cli" not-run
+    fi
+  done
 fi
 
 # ---- 3. benchmarks, beside PyTorch on the same GPU ----
