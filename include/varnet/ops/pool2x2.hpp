@@ -6,7 +6,7 @@
 // MaxPool2d::argmax does for any window, so ties and NaNs resolve the same way everywhere:
 //   v = a;  b > v -> b;  c > v -> c;  d > v -> d.
 // For floats, four windows at a time in SSE registers: the scalar form compiled to branches that
-// mispredict on random data (2.1 ms for LeNet-5's pool1 backward at batch 128, 0.6 ms now;
+// mispredict on random data (2.1 ms for LeNet-5's pool1 backward at batch 128, 0.7 ms now;
 // benchmarks/NOTES.md section 8).
 #pragma once
 
