@@ -11,19 +11,20 @@
 
 namespace varnet::kernels {
 
-// out (count) = (mask * in) * scale. step: as in lrt.cuh, a device word that replaces key.step
-// when not null. One thread per group of 4 elements (one Philox block).
+// out (count) = (mask * in) * scale, `row_numel` elements per row. step: as in lrt.cuh, a device
+// word that replaces the key's step when not null. One thread per Philox group of 4 elements
+// (BatchNoise::group: with stacked samples, each sample's elements from its own stream).
 template <class T>
-__global__ void dropout_forward_kernel(NoiseKey key, const uint32_t* step, int64_t count,
-                                       float keep, T scale, const T* __restrict__ in,
-                                       T* __restrict__ out) {
-  if (step) key.step = *step;
-  const int64_t groups = (count + 3) / 4;
+__global__ void dropout_forward_kernel(BatchNoise noise, const uint32_t* step, int64_t count,
+                                       int64_t row_numel, float keep, T scale,
+                                       const T* __restrict__ in, T* __restrict__ out) {
+  if (step) noise.key.step = *step;
+  const int64_t groups = noise.groups(count, row_numel);
   for (int64_t g = thread_index(); g < groups; g += grid_stride()) {
-    const Philox4x32::Counter words = key.block(static_cast<uint64_t>(g));
-    for (int lane = 0; lane < 4 && 4 * g + lane < count; ++lane) {
-      const int64_t i = 4 * g + lane;
-      const T mask = static_cast<T>(uniform_open01(words.v[lane]) < keep ? 1.0f : 0.0f);
+    const BatchNoise::Group grp = noise.group(g, count, row_numel);
+    const Philox4x32::Counter words = grp.key.block(grp.block);
+    for (int64_t i = grp.first; i < grp.end; ++i) {
+      const T mask = static_cast<T>(uniform_open01(words.v[i - grp.first]) < keep ? 1.0f : 0.0f);
       out[i] = mul_rn(mul_rn(mask, in[i]), scale);
     }
   }

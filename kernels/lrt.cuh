@@ -11,6 +11,8 @@
 //
 // step: when not null, the key's step is read from this device word when the kernel runs, so that
 // a captured CUDA graph replays a training step with the next step's noise.
+// noise: a BatchNoise; a batch that stacks samples draws each sample's elements from its own
+// stream, as the CPU's row-wise lrt_forward does (one thread per Philox group of a sample).
 //
 // Layouts: y, dy (N, O, P) contiguous; v channel-major (O, N * P) for convolutions, or
 // (N, O, P) (P = 1 for dense layers).
@@ -33,21 +35,27 @@ struct LrtShape {
   VARNET_HOST_DEVICE int64_t numel() const { return n * o * p; }
 };
 
-// Calls f(e, v_index, eps) for the elements e = 4g .. 4g+3 of y (those below numel): they share
-// one Philox block, so one Philox call and two Box-Muller transforms give all four normals.
-// Forward and backward walk the elements identically, so backward recomputes forward's eps.
+// The Philox groups of y: 4 elements each, a sample's elements starting a group.
+__device__ __forceinline__ int64_t lrt_groups(const BatchNoise& noise, const LrtShape& s) {
+  return noise.groups(s.numel(), s.o * s.p);
+}
+
+// Calls f(e, c, v_index, eps) for the elements e of group g of y (up to 4, BatchNoise::group):
+// they share one Philox block, so one Philox call and two Box-Muller transforms give all four
+// normals. Forward and backward walk the elements identically, so backward recomputes
+// forward's eps.
 template <class F>
-__device__ __forceinline__ void for_each_lane(const NoiseKey& key, const LrtShape& s, int64_t g,
+__device__ __forceinline__ void for_each_lane(const BatchNoise& noise, const LrtShape& s, int64_t g,
                                               F&& f) {
-  const Philox4x32::Counter w = key.block(static_cast<uint64_t>(g));
+  const BatchNoise::Group grp = noise.group(g, s.numel(), s.o * s.p);
+  const Philox4x32::Counter w = grp.key.block(grp.block);
   float z[4];
   box_muller(w.v[0], w.v[1], z[0], z[1]);
   box_muller(w.v[2], w.v[3], z[2], z[3]);
-  const int64_t total = s.numel();
-  int64_t e = 4 * g;
+  int64_t e = grp.first;
   const int64_t row = e / s.p;
   int64_t i = e - row * s.p, c = row % s.o, b = row / s.o;
-  for (int lane = 0; lane < 4 && e < total; ++lane, ++e) {
+  for (int lane = 0; lane < 4 && e < grp.end; ++lane, ++e) {
     f(e, c, s.v_index(b, c, i), z[lane]);
     if (++i == s.p) {
       i = 0;
@@ -59,16 +67,23 @@ __device__ __forceinline__ void for_each_lane(const NoiseKey& key, const LrtShap
   }
 }
 
-// y = mean + eps * sqrt(v + e0), one thread per group of 4 elements.
+// y = mean + eps * sqrt(v + e0), one thread per group of 4 elements. With parts > 1, v holds
+// `parts` partial results part_stride apart (cuda::gemm_parts): v[k] is their sum, in order,
+// and is written back to the first part, where backward reads it.
 template <class T>
-__global__ void lrt_forward_kernel(NoiseKey key, const uint32_t* step, LrtShape s,
-                                   const T* __restrict__ bias, bool add_to_y, T e0,
-                                   const T* __restrict__ v, T* __restrict__ y) {
-  if (step) key.step = *step;
-  const int64_t groups = (s.numel() + 3) / 4;
+__global__ void lrt_forward_kernel(BatchNoise noise, const uint32_t* step, LrtShape s,
+                                   const T* __restrict__ bias, bool add_to_y, T e0, T* v, int parts,
+                                   int64_t part_stride, T* __restrict__ y) {
+  if (step) noise.key.step = *step;
+  const int64_t groups = lrt_groups(noise, s);
   for (int64_t g = thread_index(); g < groups; g += grid_stride())
-    for_each_lane(key, s, g, [&](int64_t e, int64_t c, int64_t k, float eps) {
-      const T sd = vsqrt(v[k] + e0);
+    for_each_lane(noise, s, g, [&](int64_t e, int64_t c, int64_t k, float eps) {
+      T vk = v[k];
+      if (parts > 1) {
+        for (int p = 1; p < parts; ++p) vk = add_rn(vk, v[k + p * part_stride]);
+        v[k] = vk;
+      }
+      const T sd = vsqrt(vk + e0);
       const T mean = add_to_y ? y[e] : (bias ? bias[c] : T(0));
       y[e] = add_rn(mean, mul_rn(static_cast<T>(eps), sd));
     });
@@ -76,12 +91,12 @@ __global__ void lrt_forward_kernel(NoiseKey key, const uint32_t* step, LrtShape 
 
 // dv[v_index(e)] = dy[e] * eps_e / (2 sqrt(v[v_index(e)] + e0)). dv may be v (in place).
 template <class T>
-__global__ void lrt_backward_kernel(NoiseKey key, const uint32_t* step, LrtShape s, T e0,
+__global__ void lrt_backward_kernel(BatchNoise noise, const uint32_t* step, LrtShape s, T e0,
                                     const T* __restrict__ dy, const T* v, T* dv) {
-  if (step) key.step = *step;
-  const int64_t groups = (s.numel() + 3) / 4;
+  if (step) noise.key.step = *step;
+  const int64_t groups = lrt_groups(noise, s);
   for (int64_t g = thread_index(); g < groups; g += grid_stride())
-    for_each_lane(key, s, g, [&](int64_t e, int64_t, int64_t k, float eps) {
+    for_each_lane(noise, s, g, [&](int64_t e, int64_t, int64_t k, float eps) {
       const T sd = vsqrt(v[k] + e0);
       const T r = div_rn(static_cast<T>(eps), mul_rn(T(2), sd));
       dv[k] = mul_rn(r, dy[e]);

@@ -188,19 +188,20 @@ __global__ void finish_step_kernel(int64_t n, const T* __restrict__ row_loss,
   }
 }
 
-// sums (N, C) += softmax(logits (N, C)) in double, as varnet::for_each_ensemble_batch computes
-// each sample's probabilities. One thread per row.
+// sums (N, C) += softmax(logits (K, N, C)) of each of the K stacked samples in double, as
+// varnet::for_each_ensemble_batch computes each sample's probabilities. One thread per row.
 template <class T>
-__global__ void softmax_accumulate_kernel(int64_t n, int64_t c, const T* __restrict__ logits,
-                                          double* __restrict__ sums) {
-  for (int64_t row = thread_index(); row < n; row += grid_stride()) {
-    const T* z = logits + row * c;
-    T mx = z[0];
-    for (int64_t j = 1; j < c; ++j) mx = z[j] > mx ? z[j] : mx;
-    double s = 0;
-    for (int64_t j = 0; j < c; ++j) s += exp(double(z[j] - mx));
-    for (int64_t j = 0; j < c; ++j) sums[row * c + j] += exp(double(z[j] - mx)) / s;
-  }
+__global__ void softmax_accumulate_kernel(int64_t n, int64_t c, int samples,
+                                          const T* __restrict__ logits, double* __restrict__ sums) {
+  for (int64_t row = thread_index(); row < n; row += grid_stride())
+    for (int k = 0; k < samples; ++k) {  // in sample order, as one call per sample would add
+      const T* z = logits + (k * n + row) * c;
+      T mx = z[0];
+      for (int64_t j = 1; j < c; ++j) mx = z[j] > mx ? z[j] : mx;
+      double s = 0;
+      for (int64_t j = 0; j < c; ++j) s += exp(double(z[j] - mx));
+      for (int64_t j = 0; j < c; ++j) sums[row * c + j] += exp(double(z[j] - mx)) / s;
+    }
 }
 
 }  // namespace varnet::kernels

@@ -3,8 +3,10 @@
 //
 //   gemm        cuBLAS SGEMM alone on the layer's shapes (forward: 1 GEMM; fwd+bwd: 3 GEMMs),
 //               the floor a fused layer is measured against;
-//   fused       varnet::cuda::VarianceLinear: s2 and x^2 in one kernel, the GEMM for v, and the LRT
-//               epilogue that draws eps in-kernel from Philox (backward recomputes eps);
+//   fused       varnet::cuda::VarianceLinear: s2 and x^2 in one kernel, the GEMM for v (in partial
+//               products over chunks of I when the output is small, cuda::gemm_parts), and the
+//               LRT epilogue that sums them and draws eps in-kernel from Philox (backward
+//               recomputes eps); fused_unsplit_fwd is the same with v in one GEMM;
 //   unfused     the same maths as separate steps, as a framework would run them: s2 and x^2
 //               kernels, the GEMM, curandGenerateNormal into an eps buffer, then a separate
 //               sqrt/mul/add kernel (backward reads the stored eps).
@@ -142,6 +144,7 @@ struct Shape3 {
 struct Result {
   Shape3 shape;
   std::map<std::string, double> ms;
+  int64_t parts = 1;  // the fused forward's partial products of v
 };
 
 // Runs every variant on one shape; returns false when the correctness check fails.
@@ -254,6 +257,11 @@ bool run_shape(vc::GpuContext& ctx, const Shape3& s, Result& result) {
   result.ms["gemm_fwd_bwd"] = median_ms(ctx, warmup, reps, gemm_fwd_bwd);
   result.ms["fused_fwd_bwd"] = median_ms(ctx, warmup, reps, fused_fwd_bwd);
   result.ms["unfused_fwd_bwd"] = median_ms(ctx, warmup, reps, unfused_fwd_bwd);
+  // The same fused layer with v's GEMM in one piece (no partial products; cuda::gemm_parts).
+  result.parts = vc::gemm_parts(N, O, I);
+  vc::split_k_enabled() = false;
+  result.ms["fused_unsplit_fwd"] = median_ms(ctx, warmup, reps, fused_fwd);
+  vc::split_k_enabled() = true;
   return true;
 }
 
@@ -307,6 +315,11 @@ int main(int argc, char** argv) {
       std::printf("%-18s unfused / fused: forward %.3f, forward+backward %.3f\n", shape.c_str(),
                   r.ms.at("unfused_fwd") / r.ms.at("fused_fwd"),
                   r.ms.at("unfused_fwd_bwd") / r.ms.at("fused_fwd_bwd"));
+      std::printf(
+          "%-18s fused forward with v in %lld partial products %.4f ms, in one GEMM "
+          "%.4f ms: %.3fx\n",
+          shape.c_str(), static_cast<long long>(r.parts), r.ms.at("fused_fwd"),
+          r.ms.at("fused_unsplit_fwd"), r.ms.at("fused_unsplit_fwd") / r.ms.at("fused_fwd"));
     }
 
     if (argc > 1) {

@@ -42,12 +42,62 @@ TEST_CASE("lrt_forward matches ops::lrt_forward (same noise, same outputs)", "[c
                          y_cpu.data());
         auto dv = upload(v), dy = upload(y0), db = upload(bias);
         vc::lrt_forward(gpu(), kKey, L, with_bias ? db.data() : static_cast<const float*>(nullptr),
-                        add_to_y, e0, static_cast<const float*>(dv.data()), dy.data());
+                        add_to_y, e0, dv.data(), dy.data());
         INFO("n " << c.n << ", o " << c.o << ", p " << c.p << ", channel-major " << c.channel_major
                   << ", bias " << with_bias << ", add_to_y " << add_to_y);
         VARNET_CHECK_CLOSE(download(dy), y_cpu, 1e-5);
         CHECK(download(dv) == v);  // the GPU keeps v
       }
+}
+
+TEST_CASE("lrt_forward sums partial variances in order and leaves the sum in the first", "[cuda]") {
+  const float e0 = 1e-8f;
+  for (const auto& c : kLrtCases) {
+    const ops::LrtLayout L{c.n, c.o, c.p, c.channel_major};
+    const size_t total = size_t(c.n * c.o * c.p);
+    const int parts = 3;
+    std::vector<float> partial = random_vector<float>(total * parts, 8, 0.01, 1.0), v(total);
+    for (size_t k = 0; k < total; ++k)
+      v[k] = (partial[k] + partial[total + k]) + partial[2 * total + k];
+    auto v_cpu = v;
+    std::vector<float> y_cpu(total);
+    ops::lrt_forward(kKey, L, static_cast<const float*>(nullptr), false, e0, v_cpu.data(),
+                     y_cpu.data());
+    auto dp = upload(partial);
+    vc::DeviceBuffer<float> dy(total);
+    vc::lrt_forward(gpu(), kKey, L, static_cast<const float*>(nullptr), false, e0, dp.data(),
+                    dy.data(), nullptr, parts);
+    INFO("n " << c.n << ", o " << c.o << ", p " << c.p << ", channel-major " << c.channel_major);
+    VARNET_CHECK_CLOSE(download(dy), y_cpu, 1e-5);
+    const std::vector<float> got = download(dp);
+    CHECK(std::vector<float>(got.begin(), got.begin() + std::ptrdiff_t(total)) == v);
+  }
+}
+
+TEST_CASE("gemm_parts: the parts sum to the GEMM, and the split rule", "[cuda]") {
+  CHECK(vc::gemm_parts(128, 500, 800) == 10);    // LeNet's fc1 at batch 128: 4 tiles
+  CHECK(vc::gemm_parts(4096, 4096, 4096) == 1);  // enough tiles
+  CHECK(vc::gemm_parts(128, 500, 200) == 1);     // a short reduction
+  CHECK(vc::gemm_parts(5, 37, 257) == 1);        // 257 is prime
+  const int64_t m = 5, n = 37, k = 800, parts = vc::gemm_parts(m, n, k);
+  REQUIRE(parts == 12 - 2);  // 64 / 1 tile capped at k / 64 = 12, then the divisor 10
+  const auto a = random_vector<float>(size_t(m * k), 9),
+             b = random_vector<float>(size_t(n * k), 10);
+  auto da = upload(a), db = upload(b);
+  vc::DeviceBuffer<float> whole(size_t(m * n)), split(size_t(parts * m * n));
+  vc::gemm(gpu(), vc::Op::N, vc::Op::T, m, n, k, 1.0f, static_cast<const float*>(da.data()),
+           static_cast<const float*>(db.data()), 0.0f, whole.data());
+  vc::gemm_parts(gpu(), vc::Op::N, vc::Op::T, m, n, k, static_cast<const float*>(da.data()),
+                 static_cast<const float*>(db.data()), parts, split.data());
+  const std::vector<float> w = download(whole), s = download(split);
+  std::vector<float> sum(size_t(m * n), 0.0f);
+  for (int64_t p = 0; p < parts; ++p)
+    for (int64_t i = 0; i < m * n; ++i) sum[size_t(i)] += s[size_t(p * m * n + i)];
+  VARNET_CHECK_CLOSE(sum, w, varnet::test::sum_rtol(k));
+  CHECK_THROWS_WITH(
+      vc::gemm_parts(gpu(), vc::Op::N, vc::Op::T, m, n, k, static_cast<const float*>(da.data()),
+                     static_cast<const float*>(db.data()), int64_t(7), split.data()),
+      Catch::Matchers::Contains("a number of parts that divides k"));
 }
 
 TEST_CASE("lrt_backward recomputes the noise: dL/dv matches the CPU's r * g", "[cuda]") {

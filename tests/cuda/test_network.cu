@@ -234,3 +234,113 @@ TEST_CASE("gather_batch with augmentation equals the host's gather and augment_b
   CHECK(x.download(gpu().stream()) == std::vector<float>(want.data(), want.data() + want.numel()));
   CHECK(y.download(gpu().stream()) == want_y);
 }
+
+TEST_CASE("a stacked GPU pass matches the host's stacked pass and the GPU's separate passes",
+          "[cuda][network]") {
+  // Every family that can stack, on odd sizes (20x20 inputs) and batch 1 and 3.
+  varnet::LeNet5Config cfg;
+  cfg.kinds = {varnet::LayerKind::variance, varnet::LayerKind::svdo, varnet::LayerKind::dropout,
+               varnet::LayerKind::gdo};
+  varnet::Network<float> host = varnet::make_lenet5<float>(cfg, varnet::Shape(1, 1, 20, 20), 3);
+  for (size_t i = 0; i < host.state().size(); ++i) host.state()[i] = 0.5f + 0.001f * float(i % 7);
+  vc::Network<float> dev(gpu(), host);
+  for (int64_t b : {1, 3}) {
+    const int k = 3;
+    INFO("batch " << b);
+    const auto one = random_vector<float>(size_t(b * 400), 5, 0.0, 1.0);
+    std::vector<float> x;
+    for (int j = 0; j < k; ++j) x.insert(x.end(), one.begin(), one.end());
+    const varnet::Context ctx = varnet::Context::eval_stacked(2, varnet::PredictMode::sample,
+                                                              varnet::stream::kEnsembleBase, b);
+    const varnet::ConstView<float> hz =
+        host.forward(varnet::ConstView<float>(x.data(), varnet::Shape(k * b, 1, 20, 20)), ctx);
+    const std::vector<float> want(hz.data, hz.data + hz.numel());
+    const vc::DeviceBuffer<float> dx = varnet::test::upload(x);
+    const std::vector<float> got =
+        vc::to_host(dev.forward(dx.data(), k * b, ctx), size_t(k * b * 10), gpu().stream());
+    VARNET_CHECK_CLOSE(got, want, kNetworkRtol);
+    std::vector<float> separate;
+    for (int j = 0; j < k; ++j) {
+      const varnet::Context cj =
+          varnet::Context::eval(2, varnet::PredictMode::sample, varnet::stream::kEnsembleBase + j);
+      const std::vector<float> z =
+          vc::to_host(dev.forward(dx.data(), b, cj), size_t(b * 10), gpu().stream());
+      separate.insert(separate.end(), z.begin(), z.end());
+    }
+    VARNET_CHECK_CLOSE(got, separate, kNetworkRtol);
+  }
+}
+
+TEST_CASE("cuda::evaluate_ensemble: any samples per pass, and refusals", "[cuda][network]") {
+  const varnet::data::LabeledImages data = random_images(150, 28, 22);
+  varnet::Network<float> host = lenet({1, 2, 3, 4}, 28, 6);
+  for (size_t i = 0; i < host.state().size(); ++i) host.state()[i] = 0.5f + 0.001f * float(i % 7);
+  vc::Network<float> dev(gpu(), host);
+  const vc::DeviceData dd(gpu(), data);
+  varnet::EnsembleOptions o;
+  o.samples = 5;
+  o.batch = 64;
+  o.seed = 9;
+  const varnet::EnsembleResult want = varnet::evaluate_ensemble(host, data, o);
+  for (int per : {1, 2, 5, 0}) {
+    INFO("samples per pass " << per);
+    o.samples_per_pass = per;
+    const varnet::EnsembleResult got = vc::evaluate_ensemble(dev, dd, o);
+    CHECK(std::fabs(got.nll - want.nll) <= 1e-4 * std::fabs(want.nll));
+    CHECK(std::fabs(got.accuracy - want.accuracy) <= 2.0 / 150);
+  }
+  // Bernoulli variance layers draw one weight tensor per pass: the ensemble runs one sample per
+  // pass, and a stacked forward is refused.
+  varnet::LeNet5Config cfg;
+  cfg.variance_layers = {1, 2};
+  cfg.variance.dist = varnet::WeightDist::bernoulli;
+  varnet::Network<float> bern = varnet::make_lenet5<float>(cfg, varnet::Shape(1, 1, 28, 28), 2);
+  vc::Network<float> dbern(gpu(), bern);
+  o.samples_per_pass = 5;
+  const varnet::EnsembleResult bw = varnet::evaluate_ensemble(bern, data, o);
+  const varnet::EnsembleResult bg = vc::evaluate_ensemble(dbern, dd, o);
+  CHECK(std::fabs(bg.nll - bw.nll) <= 1e-4 * std::fabs(bw.nll));
+  const vc::DeviceBuffer<float> dx =
+      varnet::test::upload(random_vector<float>(size_t(4 * 784), 3, 0.0, 1.0));
+  const varnet::Context stacked = varnet::Context::eval_stacked(1, varnet::PredictMode::sample,
+                                                                varnet::stream::kEnsembleBase, 2);
+  CHECK_FALSE(dbern.can_stack_samples(stacked));
+  std::string message;
+  try {
+    dbern.forward(dx.data(), 4, stacked);
+  } catch (const varnet::Error& e) {
+    message = e.what();
+  }
+  CHECK(message.find("layer 'conv1', which draws one weight tensor per pass") != std::string::npos);
+}
+
+TEST_CASE("a graph trainer recaptures after an ensemble grew the network's workspaces",
+          "[cuda][network]") {
+  const int64_t side = 16, batch = 8, steps = 4;
+  const varnet::data::LabeledImages data = random_images(64, side, 6);
+  const vc::DeviceData dd(gpu(), data);
+  std::vector<std::vector<float>> params;
+  for (bool evaluate_between : {false, true}) {
+    INFO("ensemble between the epochs " << evaluate_between);
+    varnet::Network<float> twin = lenet({1, 3}, side, 4);
+    vc::Network<float> dev(gpu(), twin);
+    vc::TrainerOptions o;
+    o.seed = 2;
+    o.batch = batch;
+    o.graph = true;
+    vc::Trainer<float> t(dev, o);
+    t.run_epoch(dd, varnet::data::shuffled_order(64, 2, 0), steps);
+    if (evaluate_between) {
+      const uint64_t before = dev.workspace_version();
+      varnet::EnsembleOptions eo;
+      eo.samples = 10;
+      eo.batch = 64;  // 640 stacked rows: slot 0's buffers must grow
+      vc::evaluate_ensemble(dev, dd, eo);
+      CHECK(dev.workspace_version() != before);
+    }
+    t.run_epoch(dd, varnet::data::shuffled_order(64, 2, 1), steps);
+    params.push_back(dev.param_buffer().download(gpu().stream()));
+  }
+  // Evaluation changes no parameter or statistic: the same training, bit for bit.
+  CHECK(params[0] == params[1]);
+}

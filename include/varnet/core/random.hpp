@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "varnet/core/error.hpp"
 #include "varnet/core/host_device.hpp"
 #include "varnet/core/philox.hpp"
 
@@ -43,6 +44,64 @@ struct NoiseKey {
     return Philox4x32::generate(counter(block), key());
   }
 };
+
+// The noise of a batch that may stack several noise samples, for ensembles in one pass: with
+// rows_per_sample = R > 0, rows [k R, (k + 1) R) of the batch are sample k, and sample k draws
+// from stream key.stream + k exactly what a batch of its own R rows draws from its stream. So a
+// stacked pass of K samples gives the K separate passes' numbers. R = 0: one sample (the usual
+// batch). Row-wise code uses row_key / row_in_sample; flat kernels over an (N, ...) tensor walk
+// its Philox groups with groups / group.
+struct BatchNoise {
+  NoiseKey key;
+  int64_t rows_per_sample = 0;
+
+  BatchNoise() = default;
+  VARNET_HOST_DEVICE BatchNoise(const NoiseKey& k, int64_t rows = 0)  // NOLINT: implicit on purpose
+      : key(k), rows_per_sample(rows) {}
+
+  bool stacked() const { return rows_per_sample > 0; }
+  // The key row r of the batch draws from, and its row index within its sample.
+  VARNET_HOST_DEVICE NoiseKey row_key(int64_t r) const {
+    NoiseKey k = key;
+    if (rows_per_sample > 0) k.stream += static_cast<uint32_t>(r / rows_per_sample);
+    return k;
+  }
+  VARNET_HOST_DEVICE int64_t row_in_sample(int64_t r) const {
+    return rows_per_sample > 0 ? r % rows_per_sample : r;
+  }
+  // Elements per sample of a flat (N, ...) tensor of `numel` elements, `row_numel` per row.
+  VARNET_HOST_DEVICE int64_t sample_numel(int64_t numel, int64_t row_numel) const {
+    return rows_per_sample > 0 ? rows_per_sample * row_numel : numel;
+  }
+  // Philox groups (4 elements, one block) of such a tensor: each sample's elements start a group.
+  VARNET_HOST_DEVICE int64_t groups(int64_t numel, int64_t row_numel) const {
+    const int64_t per = sample_numel(numel, row_numel);
+    return per > 0 ? (numel / per) * ((per + 3) / 4) : 0;
+  }
+  // Group g: elements [first, end) of the tensor, drawn from `block` of `key` (lane e - first).
+  struct Group {
+    NoiseKey key;
+    uint64_t block;
+    int64_t first, end;
+  };
+  VARNET_HOST_DEVICE Group group(int64_t g, int64_t numel, int64_t row_numel) const {
+    const int64_t per = sample_numel(numel, row_numel), per_groups = (per + 3) / 4;
+    const int64_t k = g / per_groups, local = 4 * (g - k * per_groups);
+    NoiseKey s = key;
+    s.stream += static_cast<uint32_t>(k);
+    const int64_t first = k * per + local;
+    return Group{s, static_cast<uint64_t>(local >> 2), first,
+                 first + (per - local < 4 ? per - local : 4)};
+  }
+};
+
+// Throws unless a batch of n rows splits into whole samples of `noise` (any n when unstacked).
+inline void check_stacked_rows(const BatchNoise& noise, int64_t n, const char* where) {
+  check(
+      noise.rows_per_sample >= 0 && (noise.rows_per_sample == 0 || n % noise.rows_per_sample == 0),
+      where, str("a batch of whole stacked samples of ", noise.rows_per_sample, " rows"), n,
+      " rows");
+}
 
 // A 32-bit word to a float uniform on the open interval (0, 1): its top 23 bits, centred in
 // their cell. Every value is exact in float (k + 0.5 < 2^23 needs no rounding), so the result is

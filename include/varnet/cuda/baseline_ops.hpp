@@ -159,17 +159,22 @@ void posterior_kl(GpuContext& ctx, const kernels::PosteriorArgs<T>& p, const T* 
 
 // ---- binary dropout (kernels/dropout.cuh) ----
 
-// out (count) = in * mask / (1 - p) with the mask of `key` (step as in lrt_forward); backward
-// is the same call on dy (the mask is a pure function of the key). p in [0, 1).
+// out (count) = in * mask / (1 - p) with the mask of `noise` (step as in lrt_forward), the
+// tensor being rows of `row_numel` elements (only a stacked BatchNoise needs them); backward is
+// the same call on dy (the mask is a pure function of the noise). p in [0, 1).
 template <class T>
-void dropout_forward(GpuContext& ctx, const NoiseKey& key, int64_t count, double p, const T* in,
-                     T* out, const uint32_t* step = nullptr) {
+void dropout_forward(GpuContext& ctx, const BatchNoise& noise, int64_t count, double p, const T* in,
+                     T* out, const uint32_t* step = nullptr, int64_t row_numel = 1) {
   check(p >= 0 && p < 1, "cuda::dropout_forward", "a drop probability in [0, 1)", p);
+  check(row_numel > 0 && count % row_numel == 0, "cuda::dropout_forward", "a tensor of whole rows",
+        count, " elements in rows of ", row_numel);
   if (count <= 0) return;
+  check_stacked_rows(noise, count / row_numel, "cuda::dropout_forward");
   const float keep = static_cast<float>(1 - p);
   const T scale = T(1) / T(1 - p);
-  kernels::dropout_forward_kernel<T><<<grid_for((count + 3) / 4), kThreads, 0, ctx.stream()>>>(
-      key, step, count, keep, scale, in, out);
+  kernels::dropout_forward_kernel<T>
+      <<<grid_for(noise.groups(count, row_numel)), kThreads, 0, ctx.stream()>>>(
+          noise, step, count, row_numel, keep, scale, in, out);
   VARNET_CUDA_CHECK_LAUNCH("dropout_forward_kernel");
 }
 

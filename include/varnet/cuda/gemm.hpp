@@ -158,4 +158,43 @@ void gemm_split_k(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t
          c, n);
 }
 
+// ---- split-K into partial results that the consumer sums ----
+//
+// A dense layer's output variance v (N, O) = x2 (N, I) s2^T at LeNet's fc1 shape (128 x 800 x
+// 500) is a handful of 128 x 128 output tiles, each over the whole reduction: cuBLAS alone took
+// 0.027 ms for its 0.1 GFLOP (benchmarks/NOTES.md section 9). Split into chunks of the reduction,
+// the partial products run on many more SMs, and the LRT epilogue that reads v sums them (in a
+// fixed order) on its way, so the split costs no launch of its own.
+
+// The number of partial results for C (m, n) over a reduction of k: 1 (no split) when the output
+// has at least 32 tiles of 128 x 128 or k < 256; else the largest divisor of k that is at most
+// 64 / tiles and leaves chunks at least 64 deep (1 when there is none). split_k_enabled() = false
+// turns it off too.
+inline int64_t gemm_parts(int64_t m, int64_t n, int64_t k) {
+  const int64_t tiles = ((m + 127) / 128) * ((n + 127) / 128);
+  if (!split_k_enabled() || tiles >= 32 || k < 256) return 1;
+  const int64_t target = std::min<int64_t>((64 + tiles - 1) / tiles, k / 64);
+  for (int64_t d = target; d > 1; --d)
+    if (k % d == 0) return d;
+  return 1;
+}
+
+// out_s (m, n) = op(A_s) op(B_s) for the `parts` equal chunks s of the reduction, packed m * n
+// apart in `out` (parts = 1: out = op(A) op(B)). parts must divide k.
+template <class T>
+void gemm_parts(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t k, const T* a,
+                const T* b, int64_t parts, T* out) {
+  check(parts >= 1 && k % parts == 0, "cuda::gemm_parts", "a number of parts that divides k", parts,
+        " parts of k = ", k);
+  if (parts == 1 || m == 0 || n == 0) return gemm(ctx, opa, opb, m, n, k, T(1), a, b, T(0), out);
+  const int64_t lda = opa == Op::N ? k : m, ldb = opb == Op::N ? n : k, kc = k / parts;
+  const int64_t step_a = opa == Op::N ? kc : kc * lda, step_b = opb == Op::N ? kc * ldb : kc;
+  const T one = T(1), zero = T(0);
+  VARNET_CUBLAS_CHECK(detail::gemm_strided_call(
+      ctx.blas(), detail::to_cublas(opb), detail::to_cublas(opa), detail::to_int(n, "n"),
+      detail::to_int(m, "m"), detail::to_int(kc, "k"), &one, b, detail::to_int(ldb, "ldb"), step_b,
+      a, detail::to_int(lda, "lda"), step_a, &zero, out, detail::to_int(n, "n"), m * n,
+      detail::to_int(parts, "parts")));
+}
+
 }  // namespace varnet::cuda

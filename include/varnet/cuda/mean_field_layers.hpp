@@ -149,7 +149,7 @@ class MeanFieldLinear : public detail::MeanFieldCommon<T, Posterior> {
   }
 
   void forward(GpuContext& ctx, const MeanFieldTensors<T>& w, int64_t n, const T* x, T* y,
-               T* scratch, const NoiseKey& key, PredictMode mode,
+               T* scratch, const BatchNoise& noise, PredictMode mode,
                const uint32_t* device_step = nullptr) const {
     check(n >= 0, "cuda::MeanFieldLinear", "a batch size >= 0", n);
     this->expect(w, false, false);
@@ -170,12 +170,12 @@ class MeanFieldLinear : public detail::MeanFieldCommon<T, Posterior> {
     gemm(ctx, Op::N, Op::T, n, out_, in_, T(1), x, w.theta, bias ? T(1) : T(0), y);  // m
     gemm(ctx, Op::N, Op::T, n, out_, in_, T(1), static_cast<const T*>(x2),
          static_cast<const T*>(s2), T(0), v);  // v (N, O) = x2 s2^T
-    lrt_forward(ctx, key, ops::LrtLayout{n, out_, 1, false}, static_cast<const T*>(nullptr), true,
-                this->e0(), static_cast<const T*>(v), y, device_step);
+    lrt_forward(ctx, noise, ops::LrtLayout{n, out_, 1, false}, static_cast<const T*>(nullptr), true,
+                this->e0(), v, y, device_step);
   }
 
   void backward(GpuContext& ctx, const MeanFieldTensors<T>& w, int64_t n, const T* x, const T* dy,
-                T* dx, T* scratch, const NoiseKey& key, PredictMode mode,
+                T* dx, T* scratch, const BatchNoise& noise, PredictMode mode,
                 const uint32_t* device_step = nullptr) const {
     check(n >= 0, "cuda::MeanFieldLinear", "a batch size >= 0", n);
     this->expect(w, true, true);
@@ -192,7 +192,7 @@ class MeanFieldLinear : public detail::MeanFieldCommon<T, Posterior> {
     }
     T *x2 = s2 + 2 * OI, *v = x2 + n * in_;
     gemm(ctx, Op::T, Op::N, out_, in_, n, T(1), dy, x, T(1), w.dtheta);  // d theta += dy^T x
-    lrt_backward(ctx, key, ops::LrtLayout{n, out_, 1, false}, this->e0(), dy,
+    lrt_backward(ctx, noise, ops::LrtLayout{n, out_, 1, false}, this->e0(), dy,
                  static_cast<const T*>(v), v, device_step);  // v = dL/dv
     gemm(ctx, Op::T, Op::N, out_, in_, n, T(1), static_cast<const T*>(v), static_cast<const T*>(x2),
          T(0), ds2);  // ds2 (O, I) = dV^T x2
@@ -250,7 +250,7 @@ class MeanFieldConv2d : public detail::MeanFieldCommon<T, Posterior> {
   }
 
   void forward(GpuContext& ctx, const MeanFieldTensors<T>& w, const Shape& in, const T* x, T* y,
-               T* scratch, const NoiseKey& key, PredictMode mode,
+               T* scratch, const BatchNoise& noise, PredictMode mode,
                const uint32_t* device_step = nullptr) const {
     const ops::ConvGeometry g = geometry(in);
     this->expect(w, false, false);
@@ -272,12 +272,12 @@ class MeanFieldConv2d : public detail::MeanFieldCommon<T, Posterior> {
     gemm(ctx, Op::N, Op::N, O, NP, R, T(1), static_cast<const T*>(s2), static_cast<const T*>(cols2),
          T(0), v);  // v (O, NP) = s2 cols2
     channel_major_to_nchw(ctx, static_cast<const T*>(y2), this->bias(w), n, O, P, y);  // m + b
-    lrt_forward(ctx, key, ops::LrtLayout{n, O, P, true}, static_cast<const T*>(nullptr), true,
-                this->e0(), static_cast<const T*>(v), y, device_step);
+    lrt_forward(ctx, noise, ops::LrtLayout{n, O, P, true}, static_cast<const T*>(nullptr), true,
+                this->e0(), v, y, device_step);
   }
 
   void backward(GpuContext& ctx, const MeanFieldTensors<T>& w, const Shape& in, const T* x,
-                const T* dy, T* dx, T* scratch, const NoiseKey& key, PredictMode mode,
+                const T* dy, T* dx, T* scratch, const BatchNoise& noise, PredictMode mode,
                 const uint32_t* device_step = nullptr) const {
     const ops::ConvGeometry g = geometry(in);
     this->expect(w, true, true);
@@ -301,8 +301,8 @@ class MeanFieldConv2d : public detail::MeanFieldCommon<T, Posterior> {
     }
     gemm_split_k(ctx, Op::N, Op::T, O, R, NP, T(1), static_cast<const T*>(dy2),
                  static_cast<const T*>(cols), T(1), w.dtheta, split);  // d theta += dY2 cols^T
-    lrt_backward(ctx, key, ops::LrtLayout{n, O, P, true}, this->e0(), dy, static_cast<const T*>(v),
-                 v, device_step);  // v = dL/dv, channel-major
+    lrt_backward(ctx, noise, ops::LrtLayout{n, O, P, true}, this->e0(), dy,
+                 static_cast<const T*>(v), v, device_step);  // v = dL/dv, channel-major
     gemm_split_k(ctx, Op::N, Op::T, O, R, NP, T(1), static_cast<const T*>(v),
                  static_cast<const T*>(cols2), T(0), ds2, split);  // ds2 = dV cols2^T
     posterior_grad_from_variance(ctx, p, static_cast<const T*>(s2), static_cast<const T*>(ds2),
@@ -356,18 +356,19 @@ class Dropout {
   Shape output_shape(const Shape& in) const { return in; }
   int64_t scratch_size(const Shape& /*in*/) const { return 0; }
 
-  void forward(GpuContext& ctx, const Shape& in, const T* x, T* y, const NoiseKey& key,
+  void forward(GpuContext& ctx, const Shape& in, const T* x, T* y, const BatchNoise& noise,
                PredictMode mode, const uint32_t* device_step = nullptr) const {
-    apply(ctx, in.numel(), x, y, key, mode, device_step);
+    apply(ctx, in, x, y, noise, mode, device_step);
   }
-  void backward(GpuContext& ctx, const Shape& in, const T* dy, T* dx, const NoiseKey& key,
+  void backward(GpuContext& ctx, const Shape& in, const T* dy, T* dx, const BatchNoise& noise,
                 PredictMode mode, const uint32_t* device_step = nullptr) const {
-    if (dx) apply(ctx, in.numel(), dy, dx, key, mode, device_step);
+    if (dx) apply(ctx, in, dy, dx, noise, mode, device_step);
   }
 
  private:
-  void apply(GpuContext& ctx, int64_t count, const T* in, T* out, const NoiseKey& key,
+  void apply(GpuContext& ctx, const Shape& in_shape, const T* in, T* out, const BatchNoise& noise,
              PredictMode mode, const uint32_t* device_step) const {
+    const int64_t count = in_shape.numel();
     if (count <= 0) return;
     if (mode == PredictMode::mean || p_ == 0) {
       if (in != out)
@@ -375,7 +376,7 @@ class Dropout {
                                           cudaMemcpyDeviceToDevice, ctx.stream()));
       return;
     }
-    dropout_forward(ctx, key, count, p_, in, out, device_step);
+    dropout_forward(ctx, noise, count, p_, in, out, device_step, in_shape.per_sample());
   }
   double p_;
 };

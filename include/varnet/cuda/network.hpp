@@ -81,7 +81,10 @@ struct Slot {
 template <class T>
 class GpuLayer {
  public:
-  GpuLayer(const Layer<T>& host) : id_(host.id()), mode_(host.mode_override()) {}
+  GpuLayer(const Layer<T>& host)
+      : id_(host.id()),
+        mode_(host.mode_override()),
+        unstackable_(host.stochastic() && !host.stacks_samples()) {}
   virtual ~GpuLayer() = default;
   virtual int64_t scratch_size(const Shape& /*in*/) const { return 0; }
   // True when the output is the input itself (Flatten): no buffer, no work.
@@ -96,12 +99,17 @@ class GpuLayer {
   virtual bool has_kl() const { return false; }
   virtual void add_kl_gradient(const Pass<T>& /*p*/, const T* /*scale*/, double* /*kl_sum*/,
                                double* /*partial*/) {}
+  // True when the layer draws noise under c but cannot stack samples (Layer::stacks_samples).
+  bool refuses_stacking(const Context& c) const {
+    return unstackable_ && mode(c) == PredictMode::sample;
+  }
 
  protected:
   PredictMode mode(const Context& c) const { return mode_.value_or(c.mode); }
-  NoiseKey key(const Context& c) const { return layer_key(c, id_); }
+  BatchNoise noise(const Context& c) const { return layer_noise(c, id_); }
   uint32_t id_;
   std::optional<PredictMode> mode_;
+  bool unstackable_;
 };
 
 inline Slot find_slot(const ParamTable& t, const std::string& name, bool required = true) {
@@ -254,12 +262,12 @@ class VarianceLinearAdapter : public GpuLayer<T> {
         b_(find_slot(t, h.name() + ".bias", h.options().bias)) {}
   int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in.n); }
   void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
-    layer_.forward(p.gpu, tensors(p), in.n, x, y, scratch, this->key(p.ctx), this->mode(p.ctx),
+    layer_.forward(p.gpu, tensors(p), in.n, x, y, scratch, this->noise(p.ctx), this->mode(p.ctx),
                    p.device_step);
   }
   void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
                 T* scratch) override {
-    layer_.backward(p.gpu, tensors(p), in.n, x, dy, dx, scratch, this->key(p.ctx),
+    layer_.backward(p.gpu, tensors(p), in.n, x, dy, dx, scratch, this->noise(p.ctx),
                     this->mode(p.ctx), p.device_step);
   }
 
@@ -281,13 +289,13 @@ class VarianceConvAdapter : public GpuLayer<T> {
         b_(find_slot(t, h.name() + ".bias", h.options().bias)) {}
   int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in); }
   void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
-    layer_.forward(p.gpu, tensors(p), in, x, y, scratch, this->key(p.ctx), this->mode(p.ctx),
+    layer_.forward(p.gpu, tensors(p), in, x, y, scratch, this->noise(p.ctx), this->mode(p.ctx),
                    p.device_step);
   }
   void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
                 T* scratch) override {
-    layer_.backward(p.gpu, tensors(p), in, x, dy, dx, scratch, this->key(p.ctx), this->mode(p.ctx),
-                    p.device_step);
+    layer_.backward(p.gpu, tensors(p), in, x, dy, dx, scratch, this->noise(p.ctx),
+                    this->mode(p.ctx), p.device_step);
   }
 
  private:
@@ -329,12 +337,12 @@ class MeanFieldLinearAdapter : public GpuLayer<T> {
       : GpuLayer<T>(h), layer_(h.in_features(), h.out_features(), h.options()), slots_(h, t) {}
   int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in.n); }
   void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
-    layer_.forward(p.gpu, slots_.tensors(p), in.n, x, y, scratch, this->key(p.ctx),
+    layer_.forward(p.gpu, slots_.tensors(p), in.n, x, y, scratch, this->noise(p.ctx),
                    this->mode(p.ctx), p.device_step);
   }
   void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
                 T* scratch) override {
-    layer_.backward(p.gpu, slots_.tensors(p), in.n, x, dy, dx, scratch, this->key(p.ctx),
+    layer_.backward(p.gpu, slots_.tensors(p), in.n, x, dy, dx, scratch, this->noise(p.ctx),
                     this->mode(p.ctx), p.device_step);
   }
   bool has_kl() const override { return layer_.has_kl(); }
@@ -356,12 +364,12 @@ class MeanFieldConvAdapter : public GpuLayer<T> {
         slots_(h, t) {}
   int64_t scratch_size(const Shape& in) const override { return layer_.scratch_size(in); }
   void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T* scratch) override {
-    layer_.forward(p.gpu, slots_.tensors(p), in, x, y, scratch, this->key(p.ctx), this->mode(p.ctx),
-                   p.device_step);
+    layer_.forward(p.gpu, slots_.tensors(p), in, x, y, scratch, this->noise(p.ctx),
+                   this->mode(p.ctx), p.device_step);
   }
   void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
                 T* scratch) override {
-    layer_.backward(p.gpu, slots_.tensors(p), in, x, dy, dx, scratch, this->key(p.ctx),
+    layer_.backward(p.gpu, slots_.tensors(p), in, x, dy, dx, scratch, this->noise(p.ctx),
                     this->mode(p.ctx), p.device_step);
   }
   bool has_kl() const override { return layer_.has_kl(); }
@@ -379,11 +387,11 @@ class DropoutAdapter : public GpuLayer<T> {
  public:
   explicit DropoutAdapter(const varnet::Dropout<T>& h) : GpuLayer<T>(h), layer_(h.p()) {}
   void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
-    layer_.forward(p.gpu, in, x, y, this->key(p.ctx), this->mode(p.ctx), p.device_step);
+    layer_.forward(p.gpu, in, x, y, this->noise(p.ctx), this->mode(p.ctx), p.device_step);
   }
   void backward(const Pass<T>& p, const Shape& in, const T*, const T*, const T* dy, T* dx,
                 T*) override {
-    layer_.backward(p.gpu, in, dy, dx, this->key(p.ctx), this->mode(p.ctx), p.device_step);
+    layer_.backward(p.gpu, in, dy, dx, this->noise(p.ctx), this->mode(p.ctx), p.device_step);
   }
 
  private:
@@ -481,11 +489,46 @@ class Network {
     state_.download(host.state().data(), gpu_.stream());
   }
 
+  // Changes whenever a workspace buffer moves (grows past its capacity, e.g. for a larger batch
+  // in an ensemble): a CUDA graph captured before then reads freed memory (cuda::Trainer checks).
+  uint64_t workspace_version() const { return workspace_version_; }
+
+  // Device bytes of one workspace slot sized for batch n (activations, scratch, gradients), so
+  // that a caller can choose a batch that fits (cuda/ensemble.hpp).
+  int64_t workspace_bytes(int64_t n) const {
+    int64_t elements = 0, largest_input = 0;
+    Shape s = input_.with_batch(n);
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const Shape o = out_shapes_[i].with_batch(n);
+      if (!layers_[i]->passthrough()) elements += o.numel();
+      elements += layers_[i]->scratch_size(s);
+      if (i > 0) largest_input = std::max(largest_input, s.numel());
+      s = o;
+    }
+    return (elements + 2 * largest_input) * int64_t(sizeof(T));
+  }
+
+  // As varnet::Network::can_stack_samples: whether a forward pass under ctx may stack samples.
+  bool can_stack_samples(const Context& ctx) const {
+    if (ctx.training || ctx.batch_stats_in_eval) return false;
+    for (const auto& l : layers_)
+      if (l->refuses_stacking(ctx)) return false;
+    return true;
+  }
+
   // Runs every layer on x (N, C, H, W) on the device; returns the device output (N, classes),
   // valid until the next forward on this slot. device_step: see cuda/variance_layers.hpp.
+  // ctx.rows_per_sample > 0 stacks samples as on the host (Context, BatchNoise).
   const T* forward(const T* x, int64_t n, const Context& ctx, size_t slot = 0,
                    const uint32_t* device_step = nullptr) {
     check(n > 0, "cuda::Network::forward", "a batch of at least one input", n);
+    if (ctx.rows_per_sample != 0) {
+      check_stacked_batch(ctx, n, "cuda::Network::forward");
+      for (size_t i = 0; i < layers_.size(); ++i)
+        if (layers_[i]->refuses_stacking(ctx))
+          fail("cuda::Network::forward", "layers that can stack noise samples in one batch",
+               str("layer '", names_[i], "', which draws one weight tensor per pass"));
+    }
     Workspace& ws = workspace(slot);
     if (ws.batch != n) size_workspace(ws, n);
     ws.input = x;
@@ -616,16 +659,22 @@ class Network {
     ws.out.assign(L, nullptr);
     Shape s = input_.with_batch(n);
     int64_t largest_input = 0;
+    // A buffer that grows past its capacity moves: a captured graph reading it is stale then.
+    const auto size = [&](DeviceBuffer<T>& b, int64_t count) {
+      const size_t before = b.capacity();
+      b.resize(size_t(count));
+      if (b.capacity() != before) ++workspace_version_;
+    };
     for (size_t i = 0; i < L; ++i) {
       ws.in_shape[i] = s;
       const Shape o = out_shapes_[i].with_batch(n);
-      if (!layers_[i]->passthrough()) ws.acts[i].resize(size_t(o.numel()));
-      ws.scratch[i].resize(size_t(layers_[i]->scratch_size(s)));
+      if (!layers_[i]->passthrough()) size(ws.acts[i], o.numel());
+      size(ws.scratch[i], layers_[i]->scratch_size(s));
       if (i > 0) largest_input = std::max(largest_input, s.numel());
       s = o;
     }
-    ws.grad[0].resize(size_t(largest_input));
-    ws.grad[1].resize(size_t(largest_input));
+    size(ws.grad[0], largest_input);
+    size(ws.grad[1], largest_input);
     ws.batch = n;
   }
   bool profiling() const { return profiling_ && !detail::capturing(); }
@@ -671,6 +720,7 @@ class Network {
   DeviceBuffer<T> params_, grads_, state_;
   DeviceBuffer<double> kl_partial_;  // the KL's partial sums, reused by each layer in turn
   std::vector<Workspace> workspaces_;
+  uint64_t workspace_version_ = 0;  // counts workspace buffers moved by growing
   Shape input_, output_;
 };
 

@@ -80,25 +80,35 @@ inline kernels::ConvShape conv_shape(const ops::ConvGeometry& g) {
 // ---- LRT (kernels/lrt.cuh) ----
 
 // y (N, O, P) = mean + eps * sqrt(v + e0); mean = y (add_to_y) or bias[o] (or 0). v is kept.
-// step, when not null, is a device word that replaces key.step when the kernel runs (graphs).
+// step, when not null, is a device word that replaces the key's step when the kernel runs
+// (graphs). A NoiseKey converts to a BatchNoise of one sample; a stacked one draws as the CPU's
+// ops::lrt_forward.
+// With parts > 1, v holds that many partial results of the variance, packed (cuda::gemm_parts);
+// they are summed on the way and the sum left in the first, where lrt_backward reads v.
 template <class T>
-void lrt_forward(GpuContext& ctx, const NoiseKey& key, const ops::LrtLayout& L, const T* bias,
-                 bool add_to_y, T e0, const T* v, T* y, const uint32_t* step = nullptr) {
+void lrt_forward(GpuContext& ctx, const BatchNoise& noise, const ops::LrtLayout& L, const T* bias,
+                 bool add_to_y, T e0, T* v, T* y, const uint32_t* step = nullptr,
+                 int64_t parts = 1) {
   const kernels::LrtShape s = lrt_shape(L);
   if (s.numel() == 0) return;
-  kernels::lrt_forward_kernel<T><<<grid_for((s.numel() + 3) / 4), kThreads, 0, ctx.stream()>>>(
-      key, step, s, bias, add_to_y, e0, v, y);
+  check_stacked_rows(noise, L.n, "cuda::lrt_forward");
+  check(parts >= 1 && parts < 1024, "cuda::lrt_forward", "1 to 1023 partial variances", parts);
+  kernels::lrt_forward_kernel<T>
+      <<<grid_for(noise.groups(s.numel(), s.o * s.p)), kThreads, 0, ctx.stream()>>>(
+          noise, step, s, bias, add_to_y, e0, v, int(parts), s.numel(), y);
   VARNET_CUDA_CHECK_LAUNCH("lrt_forward_kernel");
 }
 
-// dv = dL/dv = dy * eps / (2 sqrt(v + e0)) with eps recomputed from key; dv may be v.
+// dv = dL/dv = dy * eps / (2 sqrt(v + e0)) with eps recomputed from the noise; dv may be v.
 template <class T>
-void lrt_backward(GpuContext& ctx, const NoiseKey& key, const ops::LrtLayout& L, T e0, const T* dy,
-                  const T* v, T* dv, const uint32_t* step = nullptr) {
+void lrt_backward(GpuContext& ctx, const BatchNoise& noise, const ops::LrtLayout& L, T e0,
+                  const T* dy, const T* v, T* dv, const uint32_t* step = nullptr) {
   const kernels::LrtShape s = lrt_shape(L);
   if (s.numel() == 0) return;
+  check_stacked_rows(noise, L.n, "cuda::lrt_backward");
   kernels::lrt_backward_kernel<T>
-      <<<grid_for((s.numel() + 3) / 4), kThreads, 0, ctx.stream()>>>(key, step, s, e0, dy, v, dv);
+      <<<grid_for(noise.groups(s.numel(), s.o * s.p)), kThreads, 0, ctx.stream()>>>(noise, step, s,
+                                                                                    e0, dy, v, dv);
   VARNET_CUDA_CHECK_LAUNCH("lrt_backward_kernel");
 }
 

@@ -69,12 +69,15 @@ void finish_step(GpuContext& ctx, int64_t n, const T* row_loss, const int32_t* r
   VARNET_CUDA_CHECK_LAUNCH("finish_step_kernel");
 }
 
-// sums (n, c) += softmax of logits (n, c), in double.
+// sums (n, c) += softmax of logits (n, c), in double; with samples > 1, logits is (samples, n, c)
+// (stacked samples) and each sample's softmax is added, in sample order.
 template <class T>
-void softmax_accumulate(GpuContext& ctx, int64_t n, int64_t c, const T* logits, double* sums) {
+void softmax_accumulate(GpuContext& ctx, int64_t n, int64_t c, const T* logits, double* sums,
+                        int samples = 1) {
   if (n <= 0) return;
+  check(samples >= 1, "cuda::softmax_accumulate", "at least one sample", samples);
   kernels::softmax_accumulate_kernel<T>
-      <<<grid_for(n, 128), 128, 0, ctx.stream()>>>(n, c, logits, sums);
+      <<<grid_for(n, 128), 128, 0, ctx.stream()>>>(n, c, samples, logits, sums);
   VARNET_CUDA_CHECK_LAUNCH("softmax_accumulate_kernel");
 }
 

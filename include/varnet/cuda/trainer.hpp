@@ -244,11 +244,13 @@ class Trainer {
     totals_.zero(gpu_.stream());
     flags_.zero(gpu_.stream());
     data_ = &d;
-    // A captured step holds the buffers' addresses, whether it computes the KL and Adam's
-    // offset: capture again if any changed.
+    // A captured step holds the buffers' addresses (the network's workspaces too: an ensemble
+    // on this network may have grown them), whether it computes the KL and Adam's offset:
+    // capture again if any changed.
     const void* where[4] = {d.images.data(), d.labels.data(), order_.data(), lr_scale_ptr()};
     if (exec_ && (!std::equal(where, where + 4, graph_buffers_) || graph_kl_ != kl_on() ||
-                  graph_adam_offset_ != adam_offset_)) {
+                  graph_adam_offset_ != adam_offset_ ||
+                  graph_workspace_version_ != net_.workspace_version())) {
       (void)cudaGraphExecDestroy(exec_);
       exec_ = nullptr;
     }
@@ -369,6 +371,7 @@ class Trainer {
     graph_buffers_[3] = lr_scale_ptr();
     graph_kl_ = kl_on();
     graph_adam_offset_ = adam_offset_;
+    graph_workspace_version_ = net_.workspace_version();
   }
 
   // Whether a step computes the KL: a KL weight (nonzero at some step), and layers with a KL.
@@ -404,7 +407,8 @@ class Trainer {
   bool graph_kl_ = false;          // the captured step computes the KL
   int64_t adam_offset_ = 0;        // Adam's update count minus the step counter (import_state)
   int64_t graph_adam_offset_ = 0;  // the captured step's
-  bool has_kl_ = false;            // the network has layers with a KL
+  uint64_t graph_workspace_version_ = 0;  // the network's workspace_version() at the capture
+  bool has_kl_ = false;                   // the network has layers with a KL
   int eager_steps_ = 0;
   uint32_t step_ = 0;
 };

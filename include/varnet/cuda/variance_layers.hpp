@@ -13,8 +13,9 @@
 //   xi (chain rule), dx = dy . w; convolutions through im2col.
 //
 // Everything is a device pointer; the work is enqueued on ctx's stream (no synchronisation).
-// Noise: pass NoiseKey{seed, layer id, step, stream}, as the CPU layer's noise_key(ctx). With a
-// device_step (a device word), the kernels read the key's step from it when they run: a captured
+// Noise: pass NoiseKey{seed, layer id, step, stream}, as the CPU layer's noise_key(ctx), or the
+// BatchNoise of layer_noise(ctx, id) for a batch that stacks samples (Gaussian weights only). With
+// a device_step (a device word), the kernels read the key's step from it when they run: a captured
 // CUDA graph of a training step then draws each replayed step's own noise.
 #pragma once
 
@@ -37,6 +38,16 @@ namespace varnet::cuda {
 // The noise key a CPU layer with id `layer` uses under `ctx` (Layer::noise_key).
 inline NoiseKey layer_key(const Context& ctx, uint32_t layer) {
   return NoiseKey{ctx.seed, layer, ctx.step, ctx.stream};
+}
+// The same with ctx's stacking of samples (Layer::batch_noise).
+inline BatchNoise layer_noise(const Context& ctx, uint32_t layer) {
+  return BatchNoise{layer_key(ctx, layer), ctx.rows_per_sample};
+}
+// The key of a layer that draws one weight tensor per pass: its batch cannot stack samples.
+inline NoiseKey unstacked(const BatchNoise& noise, const char* layer) {
+  check(!noise.stacked(), layer, "one noise sample per batch (weights drawn per pass)",
+        "samples stacked by ", noise.rows_per_sample, " rows");
+  return noise.key;
 }
 
 // A variance layer's device tensors. param is sigma or log sigma2 (per VarianceOptions::param);
@@ -62,8 +73,9 @@ void expect_tensors(const VarianceTensors<T>& w, const VarianceOptions& o, bool 
 }  // namespace detail
 
 // Dense: x (N, I), y and dy (N, O), param and dparam (O, I), bias and dbias (O).
-// Scratch, kept from forward to backward: Gaussian, scratch_size(N) = 2 O I + N I + N O:
-//   s2 (O, I) | ds2 (O, I) | x2 = x*x (N, I) | v (N, O) (backward overwrites v with dL/dv);
+// Scratch, kept from forward to backward: Gaussian, scratch_size(N) = 2 O I + N I + S N O:
+//   s2 (O, I) | ds2 (O, I) | x2 = x*x (N, I) | v (N, O) (backward overwrites v with dL/dv), and
+//   for S = gemm_parts(N, O, I) > 1 the other S - 1 partial products of v after it;
 // Bernoulli and uniform, 3 O I: w | xi | dw (O, I).
 template <class T>
 class VarianceLinear {
@@ -78,11 +90,12 @@ class VarianceLinear {
   int64_t out_features() const { return out_; }
   const VarianceOptions& options() const { return opt_; }
   int64_t scratch_size(int64_t n) const {
-    return gaussian() ? 2 * out_ * in_ + n * in_ + n * out_ : 3 * out_ * in_;
+    return gaussian() ? 2 * out_ * in_ + n * in_ + gemm_parts(n, out_, in_) * n * out_
+                      : 3 * out_ * in_;
   }
 
   void forward(GpuContext& ctx, const VarianceTensors<T>& w, int64_t n, const T* x, T* y,
-               T* scratch, const NoiseKey& key, PredictMode mode,
+               T* scratch, const BatchNoise& noise, PredictMode mode,
                const uint32_t* device_step = nullptr) const {
     check(n >= 0, "cuda::VarianceLinear", "a batch size >= 0", n);
     detail::expect_tensors(w, opt_, false, "VarianceLinear");
@@ -91,20 +104,24 @@ class VarianceLinear {
     const int64_t OI = out_ * in_;
     if (!gaussian()) {  // y = x w^T (+ b), with w drawn for this step
       T *wt = scratch, *xi = scratch + OI;
-      sample_weights(ctx, key, bernoulli(), log_param(), OI, w.param, wt, xi, device_step);
+      sample_weights(ctx, unstacked(noise, "cuda::VarianceLinear"), bernoulli(), log_param(), OI,
+                     w.param, wt, xi, device_step);
       if (bias) bias_forward(ctx, bias, n, out_, 1, y);
       return gemm(ctx, Op::N, Op::T, n, out_, in_, T(1), x, static_cast<const T*>(wt),
                   bias ? T(1) : T(0), y);
     }
     T *s2 = scratch, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
     variance_square_forward(ctx, log_param(), w.param, s2, OI, x, x2, n * in_);
-    gemm(ctx, Op::N, Op::T, n, out_, in_, T(1), x2, s2, T(0), v);  // v (N, O) = x2 s2^T
-    lrt_forward(ctx, key, ops::LrtLayout{n, out_, 1, false}, bias, false, T(opt_.e0), v, y,
-                device_step);
+    // v (N, O) = x2 s2^T, in `parts` partial products that the epilogue sums (gemm_parts)
+    const int64_t parts = gemm_parts(n, out_, in_);
+    gemm_parts(ctx, Op::N, Op::T, n, out_, in_, static_cast<const T*>(x2),
+               static_cast<const T*>(s2), parts, v);
+    lrt_forward(ctx, noise, ops::LrtLayout{n, out_, 1, false}, bias, false, T(opt_.e0), v, y,
+                device_step, parts);
   }
 
   void backward(GpuContext& ctx, const VarianceTensors<T>& w, int64_t n, const T* x, const T* dy,
-                T* dx, T* scratch, const NoiseKey& key, PredictMode mode,
+                T* dx, T* scratch, const BatchNoise& noise, PredictMode mode,
                 const uint32_t* device_step = nullptr) const {
     check(n >= 0, "cuda::VarianceLinear", "a batch size >= 0", n);
     detail::expect_tensors(w, opt_, true, "VarianceLinear");
@@ -123,7 +140,7 @@ class VarianceLinear {
       return;
     }
     T *s2 = scratch, *ds2 = scratch + OI, *x2 = scratch + 2 * OI, *v = x2 + n * in_;
-    lrt_backward(ctx, key, ops::LrtLayout{n, out_, 1, false}, T(opt_.e0), dy, v, v,  // dL/dv
+    lrt_backward(ctx, noise, ops::LrtLayout{n, out_, 1, false}, T(opt_.e0), dy, v, v,  // dL/dv
                  device_step);
     gemm(ctx, Op::T, Op::N, out_, in_, n, T(1), v, x2, T(0), ds2);  // ds2 (O, I) = dV^T x2
     variance_backward(ctx, log_param(), w.param, s2, ds2, w.dparam, OI);
@@ -176,7 +193,7 @@ class VarianceConv2d {
   }
 
   void forward(GpuContext& ctx, const VarianceTensors<T>& w, const Shape& in, const T* x, T* y,
-               T* scratch, const NoiseKey& key, PredictMode mode,
+               T* scratch, const BatchNoise& noise, PredictMode mode,
                const uint32_t* device_step = nullptr) const {
     const ops::ConvGeometry g = geometry(in);
     detail::expect_tensors(w, opt_, false, "VarianceConv2d");
@@ -185,7 +202,8 @@ class VarianceConv2d {
     if (mode == PredictMode::mean) return bias_forward(ctx, bias, n, g.out_c, g.plane(), y);
     if (!gaussian()) {  // a convolution with w drawn for this step
       T *wt = scratch, *xi = scratch + OR, *cols = scratch + 3 * OR, *y2 = cols + R * NP;
-      sample_weights(ctx, key, bernoulli(), log_param(), OR, w.param, wt, xi, device_step);
+      sample_weights(ctx, unstacked(noise, "cuda::VarianceConv2d"), bernoulli(), log_param(), OR,
+                     w.param, wt, xi, device_step);
       im2col_forward(ctx, x, n, g, cols, static_cast<T*>(nullptr));
       gemm(ctx, Op::N, Op::N, g.out_c, NP, R, T(1), static_cast<const T*>(wt),
            static_cast<const T*>(cols), T(0), y2);  // (O, NP) = w cols
@@ -195,12 +213,12 @@ class VarianceConv2d {
     variance_forward(ctx, log_param(), w.param, s2, OR);
     im2col_forward(ctx, x, n, g, static_cast<T*>(nullptr), cols2);
     gemm(ctx, Op::N, Op::N, g.out_c, NP, R, T(1), s2, cols2, T(0), v);  // v (O, NP) = s2 cols2
-    lrt_forward(ctx, key, ops::LrtLayout{n, g.out_c, g.plane(), true}, bias, false, T(opt_.e0), v,
+    lrt_forward(ctx, noise, ops::LrtLayout{n, g.out_c, g.plane(), true}, bias, false, T(opt_.e0), v,
                 y, device_step);
   }
 
   void backward(GpuContext& ctx, const VarianceTensors<T>& w, const Shape& in, const T* x,
-                const T* dy, T* dx, T* scratch, const NoiseKey& key, PredictMode mode,
+                const T* dy, T* dx, T* scratch, const BatchNoise& noise, PredictMode mode,
                 const uint32_t* device_step = nullptr) const {
     const ops::ConvGeometry g = geometry(in);
     detail::expect_tensors(w, opt_, true, "VarianceConv2d");
@@ -226,7 +244,7 @@ class VarianceConv2d {
       return;
     }
     T *s2 = scratch, *ds2 = scratch + OR, *cols2 = scratch + 2 * OR, *v = cols2 + R * NP;
-    lrt_backward(ctx, key, ops::LrtLayout{n, g.out_c, g.plane(), true}, T(opt_.e0), dy, v, v,
+    lrt_backward(ctx, noise, ops::LrtLayout{n, g.out_c, g.plane(), true}, T(opt_.e0), dy, v, v,
                  device_step);
     gemm_split_k(ctx, Op::N, Op::T, g.out_c, R, NP, T(1), static_cast<const T*>(v),
                  static_cast<const T*>(cols2), T(0), ds2, v + g.out_c * NP);  // ds2 = dV cols2^T

@@ -2,6 +2,7 @@
 // negative log-likelihood. Mean propagation is the same call with PredictMode::mean and K = 1.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -20,7 +21,39 @@ struct EnsembleOptions {
   bool batch_stats = false;  // batch norm with the test batch's own statistics
   int64_t batch = 1000;
   uint64_t seed = 0;
+  // Noise samples stacked into one forward pass (Context::rows_per_sample): the same numbers as
+  // one pass per sample, with fewer and larger GEMMs. 0: the backend's choice (the CPU runs one
+  // sample per pass, since a batch of 1000 already fills its cores; cuda::evaluate_ensemble
+  // stacks up to kGpuStackedRows rows). Networks whose noisy layers draw one weight tensor per
+  // pass (Bernoulli or uniform variance layers), and batch statistics, always run one per pass.
+  int samples_per_pass = 0;
 };
+
+// How many of opt.samples noise samples one pass of `net` over a batch of b images runs under
+// `ctx`: samples_per_pass (or `fallback` when 0), at most opt.samples, and 1 when the network
+// cannot stack samples.
+template <class Net>
+int ensemble_samples_per_pass(const Net& net, const EnsembleOptions& opt, const Context& ctx,
+                              int fallback) {
+  check(opt.samples_per_pass >= 0, "evaluate_ensemble", "samples per pass >= 0 (0: automatic)",
+        opt.samples_per_pass);
+  const int want = opt.samples_per_pass > 0 ? opt.samples_per_pass : fallback;
+  return net.can_stack_samples(ctx) ? std::max(1, std::min(want, opt.samples)) : 1;
+}
+
+// probs (rows, C) = softmax of z (rows, C), in double.
+template <class T>
+void softmax_rows(const T* z, int64_t rows, int64_t c, double* probs) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* row = z + i * c;
+    double* p = probs + i * c;
+    T mx = row[0];
+    for (int64_t j = 1; j < c; ++j) mx = std::max(mx, row[j]);
+    double s = 0;
+    for (int64_t j = 0; j < c; ++j) s += std::exp(double(row[j] - mx));
+    for (int64_t j = 0; j < c; ++j) p[j] = std::exp(double(row[j] - mx)) / s;
+  }
+}
 
 struct EnsembleResult {
   double accuracy = 0;
@@ -31,8 +64,9 @@ struct EnsembleResult {
 // Runs the opt.samples noise samples of `net` over `d`, batch by batch, and calls
 // consume(probs, b, labels) per batch: probs holds every sample's softmax as doubles, (K, b, C)
 // sample-major (probs[(k * b + i) * C + j]), labels the batch's b labels. Sample k uses stream
-// stream::kEnsembleBase + k, so every consumer sees the same noise. `on_batch`, when set, is
-// called after each batch with the number of images done (for progress output).
+// stream::kEnsembleBase + k, so every consumer sees the same noise, however many samples share a
+// pass (opt.samples_per_pass). `on_batch`, when set, is called after each batch with the number
+// of images done (for progress output).
 template <class T, class Consume>
 void for_each_ensemble_batch(Network<T>& net, const data::LabeledImages& d,
                              const EnsembleOptions& opt, Consume&& consume,
@@ -43,26 +77,28 @@ void for_each_ensemble_batch(Network<T>& net, const data::LabeledImages& d,
   const int64_t n = d.images.shape().n, c = net.output_shape().c;
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
-  Tensor<T> x;
+  const int per_pass = ensemble_samples_per_pass(
+      net, opt, Context::eval(opt.seed, opt.mode, stream::kEnsembleBase, opt.batch_stats), 1);
+  Tensor<T> x, stacked;
   std::vector<int32_t> y;
   std::vector<double> probs;
   for (int64_t first = 0; first < n; first += opt.batch) {
     const int64_t b = std::min(opt.batch, n - first);
     data::gather_batch(d, order, first, b, x, y);
     probs.resize(size_t(opt.samples * b * c));
-    for (int k = 0; k < opt.samples; ++k) {
-      const Context ctx =
-          Context::eval(opt.seed, opt.mode, stream::kEnsembleBase + uint32_t(k), opt.batch_stats);
-      const ConstView<T> z = net.forward(x.view(), ctx);
-      for (int64_t i = 0; i < b; ++i) {
-        const T* row = z.data + i * c;
-        double* p = probs.data() + (k * b + i) * c;
-        T mx = row[0];
-        for (int64_t j = 1; j < c; ++j) mx = std::max(mx, row[j]);
-        double s = 0;
-        for (int64_t j = 0; j < c; ++j) s += std::exp(double(row[j] - mx));
-        for (int64_t j = 0; j < c; ++j) p[j] = std::exp(double(row[j] - mx)) / s;
+    for (int k = 0; k < opt.samples; k += per_pass) {
+      const int kc = std::min(per_pass, opt.samples - k);
+      const uint32_t s = stream::kEnsembleBase + uint32_t(k);
+      ConstView<T> in = x.view();
+      Context ctx = Context::eval(opt.seed, opt.mode, s, opt.batch_stats);
+      if (kc > 1) {  // kc copies of the batch, sample j's noise on copy j
+        stacked.resize(x.shape().with_batch(kc * b));
+        for (int j = 0; j < kc; ++j)
+          std::copy(x.data(), x.data() + x.numel(), stacked.data() + j * x.numel());
+        in = stacked.view();
+        ctx = Context::eval_stacked(opt.seed, opt.mode, s, b);
       }
+      softmax_rows(net.forward(in, ctx).data, kc * b, c, probs.data() + k * b * c);
     }
     consume(static_cast<const double*>(probs.data()), b, static_cast<const int32_t*>(y.data()));
     if (on_batch) on_batch(first + b);

@@ -20,26 +20,30 @@ class Dropout : public Layer<T> {
   std::string describe() const override { return str(kind(), "(p = ", p_, ")"); }
   bool stochastic() const override { return true; }
   Shape output_shape(const Shape& in) const override { return in; }
+  bool stacks_samples() const override { return true; }  // a mask element per output element
   void forward(ConstView<T> x, TensorView<T> y, T*, const Context& ctx) override {
-    apply(x.data, y.data, x.numel(), ctx);
+    apply(x.data, y.data, x.numel(), x.shape.per_sample(), ctx);
   }
   void backward(ConstView<T>, ConstView<T>, ConstView<T> dy, TensorView<T> dx, T*,
                 const Context& ctx) override {
-    if (dx.data) apply(dy.data, dx.data, dy.numel(), ctx);
+    if (dx.data) apply(dy.data, dx.data, dy.numel(), dy.shape.per_sample(), ctx);
   }
 
  private:
-  // out = in * mask / (1 - p); both directions use the same mask.
-  void apply(const T* in, T* out, int64_t n, const Context& ctx) const {
+  // out = in * mask / (1 - p); both directions use the same mask, element e of each sample's
+  // block (the whole batch unless it stacks samples) drawn from word e of that sample's key.
+  void apply(const T* in, T* out, int64_t n, int64_t row_numel, const Context& ctx) const {
     if (this->mode(ctx) == PredictMode::mean || p_ == 0) {
       std::copy(in, in + n, out);
       return;
     }
     const float keep = static_cast<float>(1 - p_);
     const T scale = T(1) / T(1 - p_);
-    const NoiseKey key = this->noise_key(ctx);
-    ops::fill_from_words(key, 0, n, out,
-                         [&](uint32_t w) { return uniform_open01(w) < keep ? 1.0f : 0.0f; });
+    const BatchNoise noise = this->batch_noise(ctx);
+    const int64_t per = noise.sample_numel(n, row_numel);
+    for (int64_t first = 0; first < n; first += per)
+      ops::fill_from_words(noise.row_key(first / row_numel), 0, per, out + first,
+                           [&](uint32_t w) { return uniform_open01(w) < keep ? 1.0f : 0.0f; });
     for (int64_t i = 0; i < n; ++i) out[i] = out[i] * in[i] * scale;
   }
   double p_;

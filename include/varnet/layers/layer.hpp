@@ -18,7 +18,9 @@
 // - weight_stats(threshold): weight counts, and log alpha statistics for layers that have one
 //   (nn/sparsity.hpp turns them into per-layer reports and a compression ratio).
 // - Noise: a layer draws from NoiseKey{ctx.seed, id(), ctx.step, ctx.stream} and element indices
-//   into its output (or weight) tensor, never from a hidden generator.
+//   into its output (or weight) tensor, never from a hidden generator. When the context stacks
+//   samples (ctx.rows_per_sample > 0, evaluation only), row r draws as row r % R of sample r / R
+//   with stream ctx.stream + r / R (batch_noise); stacks_samples() says whether a layer can.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +69,10 @@ class Layer {
   virtual WeightStats weight_stats(double /*threshold*/) const { return {}; }
   // True when the layer draws noise in sample mode (its output depends on ctx.stream).
   virtual bool stochastic() const { return false; }
+  // True when one batch may stack several noise samples (Context::rows_per_sample): layers
+  // without noise, and those that draw their noise per output element (the LRT, dropout masks).
+  // Layers that sample one weight tensor per pass cannot: it would be shared by every sample.
+  virtual bool stacks_samples() const { return !stochastic(); }
   // A one-line description of the configuration, for summaries.
   virtual std::string describe() const { return kind(); }
 
@@ -91,6 +97,10 @@ class Layer {
   T* grad(const ParamRef& r) const { return grads_ + r.offset; }
   NoiseKey noise_key(const Context& ctx) const {
     return NoiseKey{ctx.seed, id_, ctx.step, ctx.stream};
+  }
+  // The key with the batch's stacking of samples (row-wise noise).
+  BatchNoise batch_noise(const Context& ctx) const {
+    return BatchNoise{noise_key(ctx), ctx.rows_per_sample};
   }
   // "<kind> '<name>'" for error messages.
   std::string where() const { return kind() + " '" + name_ + "'"; }

@@ -36,6 +36,7 @@ class MeanFieldBase : public Base {
   }
 
   bool stochastic() const override { return true; }
+  bool stacks_samples() const override { return true; }  // LRT: noise per output element
   const DropoutOptions& options() const { return post_.opt; }
   const Posterior& posterior() const { return post_; }
   const ParamRef& theta_ref() const { return theta_; }
@@ -118,7 +119,7 @@ class MeanFieldLinear : public MeanFieldBase<T, Posterior, Layer<T>> {
     ops::matrix(v, n, out_).noalias() =
         ops::matrix(static_cast<const T*>(x2), n, in_) *
         ops::matrix(static_cast<const T*>(s2), out_, in_).transpose();
-    ops::lrt_forward(this->noise_key(ctx), ops::LrtLayout{n, out_, 1, false},
+    ops::lrt_forward(this->batch_noise(ctx), ops::LrtLayout{n, out_, 1, false},
                      static_cast<const T*>(nullptr), true, T(this->post_.opt.e0), v, y.data);
   }
 
@@ -193,7 +194,7 @@ class MeanFieldConv2d : public MeanFieldBase<T, Posterior, ConvShaped<T>> {
     }
     T *s2 = scratch, *r = scratch + OR;
     this->post_.variance(p, s2);
-    const NoiseKey key = this->noise_key(ctx);
+    const BatchNoise noise = this->batch_noise(ctx);
     const int64_t xs = x.shape.per_sample();
     parallel_for(
         n,
@@ -209,8 +210,9 @@ class MeanFieldConv2d : public MeanFieldBase<T, Posterior, ConvShaped<T>> {
           if (const T* b = this->bias()) M.colwise() += ops::ConstVectorMap<T>(b, O);
           ops::matrix(v, O, P).noalias() = ops::matrix(static_cast<const T*>(s2), O, R) *
                                            ops::matrix(static_cast<const T*>(cols2), R, P);
-          ops::lrt_forward_sample(key, s, O, P, static_cast<const T*>(nullptr), true,
-                                  T(this->post_.opt.e0), v, P, ys);
+          ops::lrt_forward_sample(noise.row_key(s), noise.row_in_sample(s), O, P,
+                                  static_cast<const T*>(nullptr), true, T(this->post_.opt.e0), v, P,
+                                  ys);
         },
         2 * O * R * P);
   }

@@ -138,6 +138,8 @@ class VarianceLinear : public Layer<T> {
     return str(kind(), "(", in_, " -> ", out_, ", ", describe_variance(w_.opt), ")");
   }
   bool stochastic() const override { return true; }
+  // Gaussian weights: LRT noise per output element. Bernoulli, uniform: one weight draw per pass.
+  bool stacks_samples() const override { return w_.opt.dist == WeightDist::gaussian; }
   const VarianceOptions& options() const { return w_.opt; }
   const ParamRef& variance_param() const { return param_; }
   WeightStats weight_stats(double) const override { return unpruned_weights(out_ * in_); }
@@ -172,7 +174,7 @@ class VarianceLinear : public Layer<T> {
       ops::matrix(v, n, out_).noalias() =
           ops::matrix(static_cast<const T*>(x2), n, in_) *
           ops::matrix(static_cast<const T*>(s2), out_, in_).transpose();
-      ops::lrt_forward(this->noise_key(ctx), ops::LrtLayout{n, out_, 1, false}, bias(), false,
+      ops::lrt_forward(this->batch_noise(ctx), ops::LrtLayout{n, out_, 1, false}, bias(), false,
                        T(w_.opt.e0), v, y.data);
     } else {
       T *w = scratch, *xi = scratch + OI;
@@ -235,6 +237,8 @@ class VarianceConv2d : public ConvShaped<T> {
     return ConvShaped<T>::describe() + ", " + describe_variance(w_.opt);
   }
   bool stochastic() const override { return true; }
+  // Gaussian weights: LRT noise per output element. Bernoulli, uniform: one weight draw per pass.
+  bool stacks_samples() const override { return w_.opt.dist == WeightDist::gaussian; }
   const VarianceOptions& options() const { return w_.opt; }
   const ParamRef& variance_param() const { return param_; }
 
@@ -268,7 +272,7 @@ class VarianceConv2d : public ConvShaped<T> {
     }
     T *s2 = scratch, *r = scratch + OR;
     w_.variance(p, s2, OR);
-    const NoiseKey key = this->noise_key(ctx);
+    const BatchNoise noise = this->batch_noise(ctx);
     const int64_t xs = x.shape.per_sample();
     parallel_for(
         n,
@@ -278,8 +282,8 @@ class VarianceConv2d : public ConvShaped<T> {
           T* v = r + s * O * P;
           ops::matrix(v, O, P).noalias() = ops::matrix(static_cast<const T*>(s2), O, R) *
                                            ops::matrix(static_cast<const T*>(cols2), R, P);
-          ops::lrt_forward_sample(key, s, O, P, bias(), false, T(w_.opt.e0), v, P,
-                                  y.data + s * O * P);
+          ops::lrt_forward_sample(noise.row_key(s), noise.row_in_sample(s), O, P, bias(), false,
+                                  T(w_.opt.e0), v, P, y.data + s * O * P);
         },
         O * R * P);
   }

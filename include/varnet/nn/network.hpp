@@ -85,6 +85,14 @@ class Network {
       fail("Network::forward",
            str("input of shape (N > 0, ", input_.c, ", ", input_.h, ", ", input_.w, ")"),
            str("input of shape ", x.shape));
+    if (ctx.rows_per_sample != 0) {
+      check_stacked_batch(ctx, x.shape.n, "Network::forward");
+      if (const Layer<T>* l = unstackable_layer(ctx))
+        fail("Network::forward", "layers that can stack noise samples in one batch",
+             str("layer '", l->name(), "' (", l->describe(),
+                 "), which draws one weight tensor"
+                 " per pass"));
+    }
     Workspace& ws = workspace(slot);
     ws.input = x;
     // Shapes and buffer sizes follow from the batch size alone: worked out (with the layers'
@@ -129,6 +137,20 @@ class Network {
       dy = dx;
     }
     return input_grad ? dy : ConstView<T>();
+  }
+
+  // The first layer that draws noise under ctx but cannot stack samples in one batch (see
+  // Layer::stacks_samples), or null.
+  const Layer<T>* unstackable_layer(const Context& ctx) const {
+    for (const auto& l : layers_)
+      if (l->stochastic() && l->mode(ctx) == PredictMode::sample && !l->stacks_samples())
+        return l.get();
+    return nullptr;
+  }
+  // True when a forward pass under ctx (without rows_per_sample) may stack several noise samples
+  // instead: evaluation with running statistics and every noisy layer able to.
+  bool can_stack_samples(const Context& ctx) const {
+    return !ctx.training && !ctx.batch_stats_in_eval && unstackable_layer(ctx) == nullptr;
   }
 
   void zero_grad() {

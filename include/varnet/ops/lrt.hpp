@@ -95,15 +95,17 @@ void lrt_forward_sample(const NoiseKey& key, int64_t b, int64_t o, int64_t p, co
 }
 
 // y (N, O, P) = mean + eps * sqrt(v + e0), where mean is y's current content when
-// `add_to_y`, else bias[o] (or 0). v is replaced by r = eps / (2 s).
+// `add_to_y`, else bias[o] (or 0). v is replaced by r = eps / (2 s). Row b draws as row
+// noise.row_in_sample(b) with noise.row_key(b) (one key unless the batch stacks samples).
 template <class T>
-void lrt_forward(const NoiseKey& key, const LrtLayout& L, const T* bias, bool add_to_y, T e0, T* v,
-                 T* y) {
+void lrt_forward(const BatchNoise& noise, const LrtLayout& L, const T* bias, bool add_to_y, T e0,
+                 T* v, T* y) {
   parallel_for(
       L.n,
       [&](int64_t b) {
-        lrt_forward_sample(key, b, L.o, L.p, bias, add_to_y, e0, v + L.v_index(b, 0, 0),
-                           L.channel_major ? L.n * L.p : L.p, y + b * L.o * L.p);
+        lrt_forward_sample(noise.row_key(b), noise.row_in_sample(b), L.o, L.p, bias, add_to_y, e0,
+                           v + L.v_index(b, 0, 0), L.channel_major ? L.n * L.p : L.p,
+                           y + b * L.o * L.p);
       },
       8 * L.o * L.p);
 }
