@@ -131,6 +131,24 @@ void sum_partials(GpuContext& ctx, int64_t count, int64_t chunks, const T* parti
   VARNET_CUDA_CHECK_LAUNCH("sum_partials_kernel");
 }
 
+namespace detail {
+// partial_s (m, n) = op(A_s) op(B_s) for s < chunks, A_s and B_s the s-th run of kc terms of a
+// reduction of k (packed operands): one strided-batched GEMM, the partials packed m * n apart.
+template <class T>
+void gemm_chunks(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t k, int64_t kc,
+                 int64_t chunks, const T* a, const T* b, T* partial) {
+  const int64_t lda = opa == Op::N ? k : m, ldb = opb == Op::N ? n : k;
+  // Moving kc along the reduction: along a row of A (m, k), or down kc rows of A stored (k, m).
+  const int64_t step_a = opa == Op::N ? kc : kc * lda, step_b = opb == Op::N ? kc * ldb : kc;
+  const T one = T(1), zero = T(0);
+  // Column-major, as gemm(): partial_s^T (n, m) = op(B_s)^T op(A_s)^T.
+  VARNET_CUBLAS_CHECK(
+      gemm_strided_call(ctx.blas(), to_cublas(opb), to_cublas(opa), to_int(n, "n"), to_int(m, "m"),
+                        to_int(kc, "k"), &one, b, to_int(ldb, "ldb"), step_b, a, to_int(lda, "lda"),
+                        step_a, &zero, partial, to_int(n, "n"), m * n, to_int(chunks, "chunks")));
+}
+}  // namespace detail
+
 // gemm() on packed operands, split along k per split_k_chunks: workspace holds
 // split_k_workspace(m, n, k) elements (none needed, and null allowed, when it is 0). The result
 // equals gemm()'s up to the order of the float additions.
@@ -143,19 +161,13 @@ void gemm_split_k(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t
         str("a workspace of ", split_k_workspace(m, n, k), " elements"), "a null pointer");
   const int64_t lda = opa == Op::N ? k : m, ldb = opb == Op::N ? n : k;
   const int64_t kc = k / chunks, rest = k - chunks * kc;
-  // Moving kc along the reduction: along a row of A (m, k), or down kc rows of A stored (k, m).
-  const int64_t step_a = opa == Op::N ? kc : kc * lda, step_b = opb == Op::N ? kc * ldb : kc;
-  const T one = T(1), zero = T(0);
-  // Column-major, as gemm(): partial_s^T (n, m) = op(B_s)^T op(A_s)^T.
-  VARNET_CUBLAS_CHECK(detail::gemm_strided_call(
-      ctx.blas(), detail::to_cublas(opb), detail::to_cublas(opa), detail::to_int(n, "n"),
-      detail::to_int(m, "m"), detail::to_int(kc, "k"), &one, b, detail::to_int(ldb, "ldb"), step_b,
-      a, detail::to_int(lda, "lda"), step_a, &zero, workspace, detail::to_int(n, "n"), m * n,
-      detail::to_int(chunks, "chunks")));
+  detail::gemm_chunks(ctx, opa, opb, m, n, k, kc, chunks, a, b, workspace);
   sum_partials(ctx, m * n, chunks, static_cast<const T*>(workspace), alpha, beta, c);
-  if (rest > 0)  // the last k - chunks kc terms, added to C
-    gemm(ctx, opa, opb, m, n, rest, alpha, a + chunks * step_a, lda, b + chunks * step_b, ldb, T(1),
-         c, n);
+  if (rest > 0) {  // the last k - chunks kc terms, added to C
+    const int64_t skip_a = opa == Op::N ? chunks * kc : chunks * kc * lda,
+                  skip_b = opb == Op::N ? chunks * kc * ldb : chunks * kc;
+    gemm(ctx, opa, opb, m, n, rest, alpha, a + skip_a, lda, b + skip_b, ldb, T(1), c, n);
+  }
 }
 
 // ---- split-K into partial results that the consumer sums ----
@@ -187,14 +199,7 @@ void gemm_parts(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t k
   check(parts >= 1 && k % parts == 0, "cuda::gemm_parts", "a number of parts that divides k", parts,
         " parts of k = ", k);
   if (parts == 1 || m == 0 || n == 0) return gemm(ctx, opa, opb, m, n, k, T(1), a, b, T(0), out);
-  const int64_t lda = opa == Op::N ? k : m, ldb = opb == Op::N ? n : k, kc = k / parts;
-  const int64_t step_a = opa == Op::N ? kc : kc * lda, step_b = opb == Op::N ? kc * ldb : kc;
-  const T one = T(1), zero = T(0);
-  VARNET_CUBLAS_CHECK(detail::gemm_strided_call(
-      ctx.blas(), detail::to_cublas(opb), detail::to_cublas(opa), detail::to_int(n, "n"),
-      detail::to_int(m, "m"), detail::to_int(kc, "k"), &one, b, detail::to_int(ldb, "ldb"), step_b,
-      a, detail::to_int(lda, "lda"), step_a, &zero, out, detail::to_int(n, "n"), m * n,
-      detail::to_int(parts, "parts")));
+  detail::gemm_chunks(ctx, opa, opb, m, n, k, k / parts, parts, a, b, out);
 }
 
 }  // namespace varnet::cuda
