@@ -17,7 +17,7 @@ namespace {
 
 using namespace varnet;
 
-// LeNet-5 on 1x20x20 inputs (odd sizes: conv1 16x16, conv2 4x4, fc1 50 -> 500) with all four
+// LeNet-5 on 1x20x20 inputs (odd sizes: conv1 16x16, conv2 4x4, fc1 200 -> 500) with all four
 // weight layers of one kind, batch-norm running statistics made non-trivial.
 template <class T>
 Network<T> lenet(LayerKind kind, WeightDist dist = WeightDist::gaussian) {
@@ -194,3 +194,75 @@ TEST_CASE("layers with one weight draw per pass and mixing contexts cannot stack
 }
 
 }  // namespace
+
+namespace {
+
+// The ensemble's NLL and accuracy computed the long way: a whole forward pass per sample.
+template <class T>
+std::pair<double, double> by_full_passes(Network<T>& net, const data::LabeledImages& d,
+                                         const EnsembleOptions& o) {
+  Tensor<T> x(d.images.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = T(d.images[i]);
+  const int64_t n = x.shape().n, c = net.output_shape().c;
+  std::vector<double> sum(size_t(n * c), 0.0), p(size_t(n * c));
+  for (int k = 0; k < o.samples; ++k) {
+    const Context ctx =
+        Context::eval(o.seed, o.mode, stream::kEnsembleBase + uint32_t(k), o.batch_stats);
+    softmax_rows(net.forward(x.view(), ctx).data, n, c, p.data());
+    for (size_t i = 0; i < p.size(); ++i) sum[i] += p[i];
+  }
+  double nll = 0, correct = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double* row = sum.data() + i * c;
+    int64_t best = 0;
+    for (int64_t j = 1; j < c; ++j)
+      if (row[j] > row[best]) best = j;
+    correct += best == d.labels[size_t(i)];
+    nll -= std::log(std::max(row[d.labels[size_t(i)]] / o.samples, 1e-12));
+  }
+  return {nll / double(n), correct / double(n)};
+}
+
+}  // namespace
+
+TEST_CASE("ensembles run the layers before the first noisy one once per batch", "[stacked]") {
+  LeNet5Config cfg;
+  cfg.variance_layers = {3, 4};  // conv1 .. flatten deterministic: a prefix of 9 layers
+  Network<double> net = make_lenet5<double>(cfg, Shape(1, 1, 20, 20), 8);
+  for (double& s : net.state()) s = 0.5 + 0.1 * std::sin(double(&s - net.state().data()));
+  CHECK(net.first_noisy_layer(Context::eval(0, PredictMode::sample, 0)) == 9);
+  CHECK(net.first_noisy_layer(Context::eval(0, PredictMode::mean, 0)) == net.size());
+  data::LabeledImages d;
+  d.images = images<float>(12);
+  d.classes = 10;
+  for (int64_t i = 0; i < 12; ++i) d.labels.push_back(int32_t((i * 3) % 10));
+  EnsembleOptions o;
+  o.samples = 6;
+  o.batch = 12;  // one batch: the long way's noise rows are the same
+  o.seed = 5;
+  for (bool batch_stats : {false, true})
+    for (int per : {1, 4}) {
+      CAPTURE(batch_stats, per);
+      o.batch_stats = batch_stats;
+      o.samples_per_pass = per;
+      const EnsembleResult e = evaluate_ensemble(net, d, o);
+      const auto [nll, acc] = by_full_passes(net, d, o);
+      CHECK(e.nll == Approx(nll).epsilon(1e-12));
+      CHECK(e.accuracy == acc);
+    }
+  // A partial pass cannot be backpropagated, and its input must have its first layer's shape.
+  const Tensor<double> x = images<double>(2);
+  net.forward_range(0, 3, x.view(), Context::eval(0, PredictMode::sample, 0));
+  const Tensor<double> dy(Shape(2, 10));
+  CHECK(test::has(test::error_of([&] { net.backward(dy.view(), Context::train(0, 0)); }),
+                  "a forward pass over every layer on this slot first"));
+  CHECK(test::has(test::error_of([&] {
+                    net.forward_range(9, net.size(), x.view(),
+                                      Context::eval(0, PredictMode::sample, 0));
+                  }),
+                  "Network::forward_range: expected input of shape (N > 0, 200, 1, 1)"));
+  CHECK(test::has(test::error_of([&] {
+                    net.forward_range(5, 3, x.view(), Context::eval(0, PredictMode::sample, 0));
+                  }),
+                  "expected a range of the network's layers, found layers 5-3 of 13"));
+}

@@ -257,11 +257,19 @@ bool run_shape(vc::GpuContext& ctx, const Shape3& s, Result& result) {
   result.ms["gemm_fwd_bwd"] = median_ms(ctx, warmup, reps, gemm_fwd_bwd);
   result.ms["fused_fwd_bwd"] = median_ms(ctx, warmup, reps, fused_fwd_bwd);
   result.ms["unfused_fwd_bwd"] = median_ms(ctx, warmup, reps, unfused_fwd_bwd);
-  // The same fused layer with v's GEMM in one piece (no partial products; cuda::gemm_parts).
+  // The fused layer's forward with v's GEMM in one piece (no partial products, cuda::gemm_parts):
+  // the same three launches on the layer's scratch layout.
   result.parts = vc::gemm_parts(N, O, I);
-  vc::split_k_enabled() = false;
-  result.ms["fused_unsplit_fwd"] = median_ms(ctx, warmup, reps, fused_fwd);
-  vc::split_k_enabled() = true;
+  auto fused_unsplit_fwd = [&] {
+    float *ls2 = scratch.data(), *lx2 = ls2 + 2 * OI, *lv = lx2 + NI;
+    vc::variance_square_forward(ctx, false, static_cast<const float*>(sigma.data()), ls2, OI,
+                                static_cast<const float*>(x.data()), lx2, NI);
+    vc::gemm(ctx, vc::Op::N, vc::Op::T, N, O, I, 1.0f, static_cast<const float*>(lx2),
+             static_cast<const float*>(ls2), 0.0f, lv);
+    vc::lrt_forward(ctx, key, varnet::ops::LrtLayout{N, O, 1, false},
+                    static_cast<const float*>(bias.data()), false, e0, lv, y.data());
+  };
+  result.ms["fused_unsplit_fwd"] = median_ms(ctx, warmup, reps, fused_unsplit_fwd);
   return true;
 }
 

@@ -137,8 +137,9 @@ void check_conv(const std::array<int64_t, 8>& s, varnet::VarianceParam param, bo
 }  // namespace
 
 TEST_CASE("GPU VarianceLinear (gaussian) matches the CPU layer", "[cuda]") {
+  // {64, 256, 128} and {5, 800, 37} compute v in 4 and 10 partial products (cuda::gemm_parts).
   const std::vector<std::array<int64_t, 3>> shapes = {
-      {1, 33, 17}, {7, 100, 65}, {130, 20, 3}, {64, 256, 128}};
+      {1, 33, 17}, {7, 100, 65}, {130, 20, 3}, {64, 256, 128}, {5, 800, 37}};
   for (const auto& s : shapes)
     for (const auto param : {varnet::VarianceParam::sigma, varnet::VarianceParam::log_sigma2})
       for (const bool bias : {false, true})

@@ -372,6 +372,24 @@ TEST_CASE("GPU Dropout applies the CPU's mask", "[cuda]") {
   CHECK_THROWS_AS(vc::Dropout<float>(1.0), varnet::Error);
 }
 
+TEST_CASE("GPU Dropout with stacked samples applies each sample's CPU mask", "[cuda]") {
+  // Rows of 5 values, samples of 3 rows: 15 values a sample, so samples start mid-group.
+  const Shape s(9, 5);
+  varnet::Network<float> net;
+  auto& layer = net.emplace<varnet::Dropout<float>>("drop", 0.4);
+  net.build(s.with_batch(1), 5);
+  const auto x = random_vector<float>(size_t(s.numel()), 52);
+  const Context ctx =
+      Context::eval_stacked(8, PredictMode::sample, varnet::stream::kEnsembleBase, 3);
+  const varnet::ConstView<float> want = net.forward(varnet::ConstView<float>(x.data(), s), ctx);
+  const std::vector<float> host(want.data, want.data + want.numel());
+  const vc::Dropout<float> g(0.4);
+  auto d_x = upload(x), d_y = nan_buffer(s.numel());
+  g.forward(gpu(), s, d_x.data(), d_y.data(), vc::layer_noise(ctx, layer.id()),
+            PredictMode::sample);
+  CHECK(download(d_y) == host);
+}
+
 TEST_CASE("cuda::Network with the baselines' layers matches the host LeNet-5, KL included",
           "[cuda][network]") {
   for (const std::string kind : {"gdo", "vdo", "svdo", "dropout"})

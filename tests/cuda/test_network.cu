@@ -314,14 +314,14 @@ TEST_CASE("cuda::evaluate_ensemble: any samples per pass, and refusals", "[cuda]
   CHECK(message.find("layer 'conv1', which draws one weight tensor per pass") != std::string::npos);
 }
 
-TEST_CASE("a graph trainer recaptures after an ensemble grew the network's workspaces",
+TEST_CASE("an ensemble beside a graph trainer: its own slot, and a recapture when slots move",
           "[cuda][network]") {
   const int64_t side = 16, batch = 8, steps = 4;
   const varnet::data::LabeledImages data = random_images(64, side, 6);
   const vc::DeviceData dd(gpu(), data);
   std::vector<std::vector<float>> params;
-  for (bool evaluate_between : {false, true}) {
-    INFO("ensemble between the epochs " << evaluate_between);
+  for (bool between : {false, true}) {
+    INFO("evaluation between the epochs " << between);
     varnet::Network<float> twin = lenet({1, 3}, side, 4);
     vc::Network<float> dev(gpu(), twin);
     vc::TrainerOptions o;
@@ -330,17 +330,69 @@ TEST_CASE("a graph trainer recaptures after an ensemble grew the network's works
     o.graph = true;
     vc::Trainer<float> t(dev, o);
     t.run_epoch(dd, varnet::data::shuffled_order(64, 2, 0), steps);
-    if (evaluate_between) {
+    CHECK(t.captures() == 1);
+    if (between) {
+      // A stacked ensemble (640 rows) runs in a slot of its own: no training buffer moves.
       const uint64_t before = dev.workspace_version();
       varnet::EnsembleOptions eo;
       eo.samples = 10;
-      eo.batch = 64;  // 640 stacked rows: slot 0's buffers must grow
+      eo.batch = 64;
       vc::evaluate_ensemble(dev, dd, eo);
+      CHECK(dev.workspace_version() == before);
+      t.run_epoch(dd, varnet::data::shuffled_order(64, 2, 1), steps);
+      CHECK(t.captures() == 1);
+      // A larger batch on slot 0, the training slot, moves its buffers: the trainer captures
+      // again instead of replaying into freed memory.
+      const vc::DeviceBuffer<float> x =
+          varnet::test::upload(random_vector<float>(size_t(640 * side * side), 7, 0.0, 1.0));
+      dev.forward(x.data(), 640, varnet::Context::eval(1, varnet::PredictMode::sample, 0));
       CHECK(dev.workspace_version() != before);
+      t.run_epoch(dd, varnet::data::shuffled_order(64, 2, 2), steps);
+      CHECK(t.captures() == 2);
+    } else {
+      t.run_epoch(dd, varnet::data::shuffled_order(64, 2, 1), steps);
+      t.run_epoch(dd, varnet::data::shuffled_order(64, 2, 2), steps);
     }
-    t.run_epoch(dd, varnet::data::shuffled_order(64, 2, 1), steps);
     params.push_back(dev.param_buffer().download(gpu().stream()));
   }
   // Evaluation changes no parameter or statistic: the same training, bit for bit.
   CHECK(params[0] == params[1]);
+}
+
+TEST_CASE("cuda::evaluate_ensemble runs a deterministic prefix once and matches the host",
+          "[cuda][network]") {
+  const varnet::data::LabeledImages data = random_images(100, 28, 23);
+  varnet::Network<float> host = lenet({3, 4}, 28, 12);  // conv1 .. flatten: a prefix of 9 layers
+  for (size_t i = 0; i < host.state().size(); ++i) host.state()[i] = 0.5f + 0.001f * float(i % 7);
+  vc::Network<float> dev(gpu(), host);
+  const varnet::Context base = varnet::Context::eval(1, varnet::PredictMode::sample, 0);
+  CHECK(dev.first_noisy_layer(base) == host.first_noisy_layer(base));
+  const vc::DeviceData dd(gpu(), data);
+  for (bool batch_stats : {false, true})
+    for (int per : {1, 3, 0}) {
+      INFO("batch statistics " << batch_stats << ", samples per pass " << per);
+      varnet::EnsembleOptions o;
+      o.samples = 5;
+      o.batch = 40;  // 100 = 2 full batches and a partial one
+      o.seed = 3;
+      o.batch_stats = batch_stats;
+      o.samples_per_pass = per;
+      const varnet::EnsembleResult want = varnet::evaluate_ensemble(host, data, o);
+      const varnet::EnsembleResult got = vc::evaluate_ensemble(dev, dd, o);
+      CHECK(std::fabs(got.nll - want.nll) <= 1e-4 * std::fabs(want.nll));
+      CHECK(std::fabs(got.accuracy - want.accuracy) <= 2.0 / 100);
+    }
+  // forward_range: the prefix, then the rest, is the whole pass; a partial pass has no backward.
+  const auto x = random_vector<float>(size_t(3 * 784), 4, 0.0, 1.0);
+  const vc::DeviceBuffer<float> dx = varnet::test::upload(x);
+  const varnet::Context ctx =
+      varnet::Context::eval(2, varnet::PredictMode::sample, varnet::stream::kEnsembleBase);
+  const std::vector<float> whole = vc::to_host(dev.forward(dx.data(), 3, ctx), 30, gpu().stream());
+  const float* h = dev.forward_range(0, 9, dx.data(), 3, ctx, 1);
+  const std::vector<float> split =
+      vc::to_host(dev.forward_range(9, dev.layer_count(), h, 3, ctx, 2), 30, gpu().stream());
+  CHECK(split == whole);
+  const vc::DeviceBuffer<float> dy = varnet::test::upload(random_vector<float>(30, 5));
+  CHECK_THROWS_WITH(dev.backward(dy.data(), ctx, 2),
+                    Catch::Matchers::Contains("a forward pass over every layer on this slot"));
 }

@@ -65,7 +65,8 @@ struct Context {
 // streams that stay below 65536.
 inline void check_stacked_batch(const Context& ctx, int64_t n, const char* where) {
   if (ctx.rows_per_sample == 0) return;
-  check(ctx.rows_per_sample > 0, where, "rows per stacked sample >= 0", ctx.rows_per_sample);
+  check(ctx.rows_per_sample > 0, where, "rows per stacked sample > 0 (or 0: not stacked)",
+        ctx.rows_per_sample);
   check(!ctx.training && !ctx.batch_stats_in_eval, where,
         "stacked samples in evaluation with running batch-norm statistics",
         ctx.training ? "a training context" : "batch statistics in evaluation");

@@ -85,6 +85,8 @@ struct BatchNoise {
     int64_t first, end;
   };
   VARNET_HOST_DEVICE Group group(int64_t g, int64_t numel, int64_t row_numel) const {
+    if (rows_per_sample <= 0)  // one sample: no division on the training kernels' path
+      return Group{key, static_cast<uint64_t>(g), 4 * g, 4 * g + 4 < numel ? 4 * g + 4 : numel};
     const int64_t per = sample_numel(numel, row_numel), per_groups = (per + 3) / 4;
     const int64_t k = g / per_groups, local = 4 * (g - k * per_groups);
     NoiseKey s = key;

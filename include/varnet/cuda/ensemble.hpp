@@ -3,9 +3,12 @@
 // on the device in double (sample k uses stream kEnsembleBase + k, as on the host), and the host
 // reads the (b, C) sums once per batch to count correct predictions and the NLL exactly as the
 // CPU does. Mean propagation is PredictMode::mean with K = 1.
-// The K samples run stacked: one pass over K copies of the batch (Context::rows_per_sample), up
-// to kGpuStackedRows rows and half the free device memory a pass unless opt.samples_per_pass says
-// otherwise: fewer, larger launches, the same numbers as one pass per sample.
+// The layers before the first noisy one (a VGG's deterministic convolutions) run once per batch,
+// the rest once per pass. The K samples run stacked: one pass over K copies of the batch
+// (Context::rows_per_sample), up to kGpuStackedRows rows and half the free device memory a pass
+// unless opt.samples_per_pass says otherwise: fewer, larger launches, the same noise as one pass
+// per sample (so the same numbers up to GEMM rounding). The passes run in a workspace slot of their
+// own, freed at the end: training slots (and a trainer's captured graph) are left as they were.
 #pragma once
 
 #include <algorithm>
@@ -27,14 +30,15 @@ namespace varnet::cuda {
 constexpr int64_t kGpuStackedRows = 16384;
 
 // Samples per stacked pass over batches of b images when opt.samples_per_pass is 0: as many of
-// the `samples` as fit in kGpuStackedRows rows and in half the device memory free now.
+// the `samples` as fit in kGpuStackedRows rows and, for layers [first, end), in half the device
+// memory free now.
 template <class T>
-int automatic_samples_per_pass(const Network<T>& net, int64_t b, int samples) {
+int automatic_samples_per_pass(const Network<T>& net, int64_t b, int samples, size_t first = 0) {
   size_t free_bytes = 0, total_bytes = 0;
   VARNET_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   int k = 1;
   while (k < samples && int64_t(k + 1) * b <= kGpuStackedRows &&
-         net.workspace_bytes(int64_t(k + 1) * b) <= int64_t(free_bytes / 2))
+         net.workspace_bytes(int64_t(k + 1) * b, first) <= int64_t(free_bytes / 2))
     ++k;
   return k;
 }
@@ -51,10 +55,23 @@ EnsembleResult evaluate_ensemble(Network<T>& net, const DeviceData& d, const Ens
   const int64_t n = d.shape.n, c = net.output_shape().per_sample(), per = d.shape.per_sample();
   const std::vector<int32_t> labels = d.labels.download(gpu.stream());
   const int64_t b_max = std::min(opt.batch, n);
-  const int per_pass = ensemble_samples_per_pass(
-      net, opt, Context::eval(opt.seed, opt.mode, stream::kEnsembleBase, opt.batch_stats),
-      automatic_samples_per_pass(net, b_max, opt.samples));
-  DeviceBuffer<T> x;
+  const Context base = Context::eval(opt.seed, opt.mode, stream::kEnsembleBase, opt.batch_stats);
+  // The layers before the first noisy one give every sample the same output: they run once per
+  // batch (on their own slot), the rest per pass, as on the host (eval/ensemble.hpp).
+  const size_t layers = net.layer_count(),
+               prefix = opt.samples > 1 ? net.first_noisy_layer(base) : 0;
+  const int per_pass =
+      b_max == 0 ? 1
+                 : ensemble_samples_per_pass(
+                       net, opt, base, automatic_samples_per_pass(net, b_max, opt.samples, prefix));
+  const int64_t h_per = net.layer_input(prefix).per_sample();  // one image's values entering it
+  // Workspace slots of their own, freed on the way out (even by an exception).
+  struct Slot {
+    Network<T>& net;
+    size_t index;
+    ~Slot() { net.release_slot(index); }
+  } prefix_slot{net, net.open_slot()}, rest_slot{net, net.open_slot()};
+  DeviceBuffer<T> converted, stacked;
   DeviceBuffer<double> sums(size_t(b_max * c));
   std::vector<double> host_sums;
   EnsembleResult r;
@@ -63,35 +80,33 @@ EnsembleResult evaluate_ensemble(Network<T>& net, const DeviceData& d, const Ens
   for (int64_t first = 0; first < n; first += opt.batch) {
     const int64_t b = std::min(opt.batch, n - first);
     const float* images = d.images.data() + first * per;
-    // The batch, or as many copies of it as a pass stacks samples, as T.
-    const int copies = std::min(per_pass, opt.samples);
-    const T* in = nullptr;
+    const T* x = nullptr;  // the batch as T
     if constexpr (std::is_same_v<T, float>) {
-      if (copies == 1) in = images;
+      x = images;
+    } else {  // the data set is float: convert the batch
+      const std::vector<float> hf = to_host(images, size_t(b * per), gpu.stream());
+      converted.upload(std::vector<T>(hf.begin(), hf.end()), gpu.stream());
+      x = converted.data();
     }
-    if (!in) {
-      x.resize(size_t(copies * b * per));
-      if constexpr (std::is_same_v<T, float>) {
-        for (int j = 0; j < copies; ++j)
-          VARNET_CUDA_CHECK(cudaMemcpyAsync(x.data() + j * b * per, images,
-                                            size_t(b * per) * sizeof(float),
-                                            cudaMemcpyDeviceToDevice, gpu.stream()));
-      } else {  // the data set is float: convert the batch
-        const std::vector<float> hf = to_host(images, size_t(b * per), gpu.stream());
-        std::vector<T> ht;
-        for (int j = 0; j < copies; ++j) ht.insert(ht.end(), hf.begin(), hf.end());
-        x.upload(ht, gpu.stream());
-      }
-      in = x.data();
+    const T* h = prefix > 0 ? net.forward_range(0, prefix, x, b, base, prefix_slot.index) : x;
+    const T* in = h;
+    if (per_pass > 1) {  // per_pass copies of h: a pass of kc samples reads the first kc
+      stacked.resize(size_t(per_pass * b * h_per));
+      for (int j = 0; j < per_pass; ++j)
+        VARNET_CUDA_CHECK(cudaMemcpyAsync(stacked.data() + j * b * h_per, h,
+                                          size_t(b * h_per) * sizeof(T), cudaMemcpyDeviceToDevice,
+                                          gpu.stream()));
+      in = stacked.data();
     }
     sums.resize(size_t(b * c));
     sums.zero(gpu.stream());
     for (int k = 0; k < opt.samples; k += per_pass) {
-      const int kc = std::min(per_pass, opt.samples - k);  // the first kc copies of the batch
+      const int kc = std::min(per_pass, opt.samples - k);
       const uint32_t s = stream::kEnsembleBase + uint32_t(k);
       const Context ctx = kc > 1 ? Context::eval_stacked(opt.seed, opt.mode, s, b)
                                  : Context::eval(opt.seed, opt.mode, s, opt.batch_stats);
-      softmax_accumulate(gpu, b, c, net.forward(in, kc * b, ctx), sums.data(), kc);
+      const T* z = net.forward_range(prefix, layers, in, kc * b, ctx, rest_slot.index);
+      softmax_accumulate(gpu, b, c, z, sums.data(), kc);
     }
     host_sums.resize(size_t(b * c));
     sums.download(host_sums.data(), gpu.stream());

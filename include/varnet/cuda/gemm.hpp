@@ -178,13 +178,13 @@ void gemm_split_k(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t
 // the partial products run on many more SMs, and the LRT epilogue that reads v sums them (in a
 // fixed order) on its way, so the split costs no launch of its own.
 
-// The number of partial results for C (m, n) over a reduction of k: 1 (no split) when the output
-// has at least 32 tiles of 128 x 128 or k < 256; else the largest divisor of k that is at most
-// 64 / tiles and leaves chunks at least 64 deep (1 when there is none). split_k_enabled() = false
-// turns it off too.
+// The number of partial results for C (m, n) over a reduction of k: 1 (no split) when C is
+// empty, has at least 32 tiles of 128 x 128, or k < 256; else the largest divisor of k that is
+// at most ceil(64 / tiles) and leaves chunks at least 64 deep (1 when there is none). A pure
+// function of the shape: a layer sizes its scratch with it and later splits by it.
 inline int64_t gemm_parts(int64_t m, int64_t n, int64_t k) {
   const int64_t tiles = ((m + 127) / 128) * ((n + 127) / 128);
-  if (!split_k_enabled() || tiles >= 32 || k < 256) return 1;
+  if (tiles == 0 || tiles >= 32 || k < 256) return 1;
   const int64_t target = std::min<int64_t>((64 + tiles - 1) / tiles, k / 64);
   for (int64_t d = target; d > 1; --d)
     if (k % d == 0) return d;

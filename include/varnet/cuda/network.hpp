@@ -84,6 +84,7 @@ class GpuLayer {
   GpuLayer(const Layer<T>& host)
       : id_(host.id()),
         mode_(host.mode_override()),
+        stochastic_(host.stochastic()),
         unstackable_(host.stochastic() && !host.stacks_samples()) {}
   virtual ~GpuLayer() = default;
   virtual int64_t scratch_size(const Shape& /*in*/) const { return 0; }
@@ -103,12 +104,15 @@ class GpuLayer {
   bool refuses_stacking(const Context& c) const {
     return unstackable_ && mode(c) == PredictMode::sample;
   }
+  // True when the layer draws noise under c (Layer::stochastic in sample mode).
+  bool noisy(const Context& c) const { return stochastic_ && mode(c) == PredictMode::sample; }
 
  protected:
   PredictMode mode(const Context& c) const { return mode_.value_or(c.mode); }
   BatchNoise noise(const Context& c) const { return layer_noise(c, id_); }
   uint32_t id_;
   std::optional<PredictMode> mode_;
+  bool stochastic_;
   bool unstackable_;
 };
 
@@ -489,23 +493,41 @@ class Network {
     state_.download(host.state().data(), gpu_.stream());
   }
 
-  // Changes whenever a workspace buffer moves (grows past its capacity, e.g. for a larger batch
-  // in an ensemble): a CUDA graph captured before then reads freed memory (cuda::Trainer checks).
+  // Changes whenever a workspace buffer moves or is freed (a larger batch on a slot, a released
+  // slot): a CUDA graph captured before then would read freed memory (cuda::Trainer checks).
   uint64_t workspace_version() const { return workspace_version_; }
+
+  // A new workspace slot, after every slot in use, for passes beside training (cuda/ensemble.hpp:
+  // a stacked ensemble's large batch then moves no buffer a training graph reads), and its
+  // release, which frees its buffers.
+  size_t open_slot() {
+    workspaces_.emplace_back();
+    return workspaces_.size() - 1;
+  }
+  void release_slot(size_t slot) noexcept {
+    if (slot >= workspaces_.size()) return;
+    Workspace& ws = workspaces_[slot];
+    for (const auto& b : ws.acts)
+      if (b.capacity() > 0) ++workspace_version_;  // freed under a graph that might read it
+    ws = Workspace{};
+    while (!workspaces_.empty() && workspaces_.back().batch < 0 && !workspaces_.back().input)
+      workspaces_.pop_back();
+  }
 
   // Device bytes of one workspace slot sized for batch n (activations, scratch, gradients), so
   // that a caller can choose a batch that fits (cuda/ensemble.hpp).
-  int64_t workspace_bytes(int64_t n) const {
+  // With a range [first, last) of layers: what a forward_range over them sizes.
+  int64_t workspace_bytes(int64_t n, size_t first = 0, size_t last = size_t(-1)) const {
+    last = std::min(last, layers_.size());
+    const bool whole = first == 0 && last == layers_.size();
     int64_t elements = 0, largest_input = 0;
-    Shape s = input_.with_batch(n);
-    for (size_t i = 0; i < layers_.size(); ++i) {
-      const Shape o = out_shapes_[i].with_batch(n);
-      if (!layers_[i]->passthrough()) elements += o.numel();
+    for (size_t i = first; i < last; ++i) {
+      const Shape s = layer_input(i).with_batch(n);
+      if (!layers_[i]->passthrough()) elements += out_shapes_[i].with_batch(n).numel();
       elements += layers_[i]->scratch_size(s);
       if (i > 0) largest_input = std::max(largest_input, s.numel());
-      s = o;
     }
-    return (elements + 2 * largest_input) * int64_t(sizeof(T));
+    return (elements + (whole ? 2 * largest_input : 0)) * int64_t(sizeof(T));
   }
 
   // As varnet::Network::can_stack_samples: whether a forward pass under ctx may stack samples.
@@ -521,22 +543,42 @@ class Network {
   // ctx.rows_per_sample > 0 stacks samples as on the host (Context, BatchNoise).
   const T* forward(const T* x, int64_t n, const Context& ctx, size_t slot = 0,
                    const uint32_t* device_step = nullptr) {
-    check(n > 0, "cuda::Network::forward", "a batch of at least one input", n);
+    return forward_range(0, layers_.size(), x, n, ctx, slot, device_step);
+  }
+
+  // As varnet::Network::forward_range: layers [first, last) on x, which has layer `first`'s
+  // input shape (layer_input) for a batch of n; returns the last one's output (x for an empty
+  // range). Only a pass over every layer can be backpropagated. A partial pass sizes only its
+  // own layers' buffers on the slot.
+  const T* forward_range(size_t first, size_t last, const T* x, int64_t n, const Context& ctx,
+                         size_t slot = 0, const uint32_t* device_step = nullptr) {
+    const size_t L = layers_.size();
+    const bool whole = first == 0 && last == L;
+    const char* where = whole ? "cuda::Network::forward" : "cuda::Network::forward_range";
+    check(n > 0, where, "a batch of at least one input", n);
+    check(first <= last && last <= L, where, "a range of the network's layers", "layers ", first,
+          "-", last, " of ", L);
     if (ctx.rows_per_sample != 0) {
-      check_stacked_batch(ctx, n, "cuda::Network::forward");
-      for (size_t i = 0; i < layers_.size(); ++i)
+      check_stacked_batch(ctx, n, where);
+      for (size_t i = first; i < last; ++i)
         if (layers_[i]->refuses_stacking(ctx))
-          fail("cuda::Network::forward", "layers that can stack noise samples in one batch",
+          fail(where, "layers that can stack noise samples in one batch",
                str("layer '", names_[i], "', which draws one weight tensor per pass"));
     }
     Workspace& ws = workspace(slot);
-    if (ws.batch != n) size_workspace(ws, n);
+    if (whole) {
+      if (ws.batch != n) size_workspace(ws, n);
+    } else {
+      for (size_t i = first; i < last; ++i)
+        if (ws.sized[i] != n) size_layer(ws, i, n);
+    }
     ws.input = x;
+    ws.whole = whole;
     const detail::Pass<T> p = pass(ctx, device_step);
     const T* in = x;
     const bool timed = profiling();
-    if (timed) mark(0);
-    for (size_t i = 0; i < layers_.size(); ++i) {
+    if (timed) mark(first);
+    for (size_t i = first; i < last; ++i) {
       T* out = layers_[i]->passthrough() ? const_cast<T*>(in) : ws.acts[i].data();
       if (!layers_[i]->passthrough())
         layers_[i]->forward(p, ws.in_shape[i], in, out, ws.scratch[i].data());
@@ -544,16 +586,31 @@ class Network {
       in = out;
       if (timed) mark(i + 1);
     }
-    if (timed) collect(forward_ms_);
+    if (timed) collect(forward_ms_, first, last);
     return in;
+  }
+
+  // One sample's input shape of layer i (i = number of layers: the output shape).
+  Shape layer_input(size_t i) const {
+    check(i <= layers_.size(), "cuda::Network::layer_input", "a layer index up to the layer count",
+          i, " of ", layers_.size());
+    return i == 0 ? input_ : out_shapes_[i - 1];
+  }
+  // As varnet::Network::first_noisy_layer: the first layer that draws noise under ctx (the
+  // number of layers when none does).
+  size_t first_noisy_layer(const Context& ctx) const {
+    for (size_t i = 0; i < layers_.size(); ++i)
+      if (layers_[i]->noisy(ctx)) return i;
+    return layers_.size();
   }
 
   // Backpropagates dL/d(output) (N, classes) of the forward pass in `slot`: parameter gradients
   // accumulate into grads(). The context must be the one forward ran with.
   void backward(const T* dout, const Context& ctx, size_t slot = 0,
                 const uint32_t* device_step = nullptr) {
-    check(slot < workspaces_.size() && workspaces_[slot].input, "cuda::Network::backward",
-          "a forward pass on this slot first", "none on slot ", slot);
+    check(slot < workspaces_.size() && workspaces_[slot].input && workspaces_[slot].whole,
+          "cuda::Network::backward", "a forward pass over every layer on this slot first",
+          "none on slot ", slot);
     Workspace& ws = workspaces_[slot];
     const detail::Pass<T> p = pass(ctx, device_step);
     const T* dy = dout;
@@ -573,7 +630,7 @@ class Network {
     }
     if (timed) {
       mark(0);
-      collect(backward_ms_, true);
+      collect(backward_ms_, 0, layers_.size(), true);
     }
   }
 
@@ -626,6 +683,7 @@ class Network {
 
   Shape input_shape() const { return input_; }
   Shape output_shape() const { return output_; }
+  size_t layer_count() const { return layers_.size(); }
   int64_t param_count() const { return int64_t(params_.size()); }
   T* params() { return params_.data(); }
   T* grads() { return grads_.data(); }
@@ -643,38 +701,48 @@ class Network {
     std::vector<DeviceBuffer<T>> scratch;  // layer i's scratch
     std::vector<const T*> out;             // where layer i's output is
     DeviceBuffer<T> grad[2];               // ping-pong input gradients
-    int64_t batch = -1;
+    std::vector<int64_t> sized;            // the batch layer i's buffers are sized for
+    int64_t batch = -1;                    // every layer and the gradients sized for this batch
+    bool whole = false;                    // the last pass ran every layer (backward needs it)
   };
 
   Workspace& workspace(size_t slot) {
     if (workspaces_.size() <= slot) workspaces_.resize(slot + 1);
     return workspaces_[slot];
   }
-  // Shapes and buffers for batch n, worked out only when the batch changes.
-  void size_workspace(Workspace& ws, int64_t n) {
+  // A buffer that grows past its capacity moves: a captured graph reading it is stale then
+  // (counted before the move, which frees the old buffer first and may throw).
+  void size_buffer(DeviceBuffer<T>& b, int64_t count) {
+    if (size_t(count) > b.capacity() && b.capacity() > 0) ++workspace_version_;
+    b.resize(size_t(count));
+  }
+  // Layer i's shape and buffers on `ws` for batch n.
+  void size_layer(Workspace& ws, size_t i, int64_t n) {
     const size_t L = layers_.size();
-    ws.in_shape.resize(L);
-    ws.acts.resize(L);
-    ws.scratch.resize(L);
-    ws.out.assign(L, nullptr);
-    Shape s = input_.with_batch(n);
-    int64_t largest_input = 0;
-    // A buffer that grows past its capacity moves: a captured graph reading it is stale then.
-    const auto size = [&](DeviceBuffer<T>& b, int64_t count) {
-      const size_t before = b.capacity();
-      b.resize(size_t(count));
-      if (b.capacity() != before) ++workspace_version_;
-    };
-    for (size_t i = 0; i < L; ++i) {
-      ws.in_shape[i] = s;
-      const Shape o = out_shapes_[i].with_batch(n);
-      if (!layers_[i]->passthrough()) size(ws.acts[i], o.numel());
-      size(ws.scratch[i], layers_[i]->scratch_size(s));
-      if (i > 0) largest_input = std::max(largest_input, s.numel());
-      s = o;
+    if (ws.sized.size() != L) {
+      ws.in_shape.resize(L);
+      ws.acts.resize(L);
+      ws.scratch.resize(L);
+      ws.out.assign(L, nullptr);
+      ws.sized.assign(L, -1);
     }
-    size(ws.grad[0], largest_input);
-    size(ws.grad[1], largest_input);
+    ws.batch = -1;  // not every layer is sized for one batch now (and a throw leaves it so)
+    ws.sized[i] = -1;
+    const Shape s = layer_input(i).with_batch(n);
+    ws.in_shape[i] = s;
+    if (!layers_[i]->passthrough()) size_buffer(ws.acts[i], out_shapes_[i].with_batch(n).numel());
+    size_buffer(ws.scratch[i], layers_[i]->scratch_size(s));
+    ws.sized[i] = n;
+  }
+  // Shapes and buffers of every layer for batch n, worked out only when the batch changes.
+  void size_workspace(Workspace& ws, int64_t n) {
+    int64_t largest_input = 0;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      if (ws.sized.size() != layers_.size() || ws.sized[i] != n) size_layer(ws, i, n);
+      if (i > 0) largest_input = std::max(largest_input, ws.in_shape[i].numel());
+    }
+    size_buffer(ws.grad[0], largest_input);
+    size_buffer(ws.grad[1], largest_input);
     ws.batch = n;
   }
   bool profiling() const { return profiling_ && !detail::capturing(); }
@@ -688,11 +756,12 @@ class Network {
     }
     VARNET_CUDA_CHECK(cudaEventRecord(events_[k], gpu_.stream()));
   }
-  // Adds the time between events i and i + 1 (reverse: i + 1 and i) to ms[i], after waiting.
-  void collect(std::vector<double>& ms, bool reverse = false) {
+  // Adds the time between events i and i + 1 (reverse: i + 1 and i) to ms[i] for the layers
+  // [first, last), after waiting.
+  void collect(std::vector<double>& ms, size_t first, size_t last, bool reverse = false) {
     gpu_.synchronize();
     ms.resize(layers_.size(), 0.0);
-    for (size_t i = 0; i < layers_.size(); ++i) {
+    for (size_t i = first; i < last; ++i) {
       float t = 0;
       VARNET_CUDA_CHECK(
           cudaEventElapsedTime(&t, events_[reverse ? i + 1 : i], events_[reverse ? i : i + 1]));

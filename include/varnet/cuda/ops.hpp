@@ -79,7 +79,8 @@ inline kernels::ConvShape conv_shape(const ops::ConvGeometry& g) {
 
 // ---- LRT (kernels/lrt.cuh) ----
 
-// y (N, O, P) = mean + eps * sqrt(v + e0); mean = y (add_to_y) or bias[o] (or 0). v is kept.
+// y (N, O, P) = mean + eps * sqrt(v + e0); mean = y (add_to_y) or bias[o] (or 0). v is kept
+// (with parts > 1, its first part becomes the sum).
 // step, when not null, is a device word that replaces the key's step when the kernel runs
 // (graphs). A NoiseKey converts to a BatchNoise of one sample; a stacked one draws as the CPU's
 // ops::lrt_forward.

@@ -152,6 +152,9 @@ class Trainer {
 
   // The global step count: the next step's noise and learning rate (and the resume point).
   uint32_t steps() const { return step_; }
+  // How many times a step has been captured in a CUDA graph (graph mode): once, then again only
+  // when what the graph reads has moved.
+  int captures() const { return captures_; }
   void set_step(uint32_t s) {
     step_ = s;
     const uint32_t w[3] = {s, s, 0};
@@ -372,6 +375,7 @@ class Trainer {
     graph_kl_ = kl_on();
     graph_adam_offset_ = adam_offset_;
     graph_workspace_version_ = net_.workspace_version();
+    ++captures_;
   }
 
   // Whether a step computes the KL: a KL weight (nonzero at some step), and layers with a KL.
@@ -408,7 +412,8 @@ class Trainer {
   int64_t adam_offset_ = 0;        // Adam's update count minus the step counter (import_state)
   int64_t graph_adam_offset_ = 0;  // the captured step's
   uint64_t graph_workspace_version_ = 0;  // the network's workspace_version() at the capture
-  bool has_kl_ = false;                   // the network has layers with a KL
+  int captures_ = 0;
+  bool has_kl_ = false;  // the network has layers with a KL
   int eager_steps_ = 0;
   uint32_t step_ = 0;
 };

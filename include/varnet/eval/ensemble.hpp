@@ -21,11 +21,12 @@ struct EnsembleOptions {
   bool batch_stats = false;  // batch norm with the test batch's own statistics
   int64_t batch = 1000;
   uint64_t seed = 0;
-  // Noise samples stacked into one forward pass (Context::rows_per_sample): the same numbers as
-  // one pass per sample, with fewer and larger GEMMs. 0: the backend's choice (the CPU runs one
-  // sample per pass, since a batch of 1000 already fills its cores; cuda::evaluate_ensemble
-  // stacks up to kGpuStackedRows rows). Networks whose noisy layers draw one weight tensor per
-  // pass (Bernoulli or uniform variance layers), and batch statistics, always run one per pass.
+  // Noise samples stacked into one forward pass (Context::rows_per_sample): the same noise as one
+  // pass per sample, so the same numbers up to GEMM rounding, with fewer and larger GEMMs. 0: the
+  // backend's choice (the CPU runs one sample per pass, since a batch of 1000 already fills its
+  // cores; cuda::evaluate_ensemble stacks up to kGpuStackedRows rows). Networks whose noisy layers
+  // draw one weight tensor per pass (Bernoulli or uniform variance layers), and batch statistics,
+  // always run one per pass.
   int samples_per_pass = 0;
 };
 
@@ -77,8 +78,13 @@ void for_each_ensemble_batch(Network<T>& net, const data::LabeledImages& d,
   const int64_t n = d.images.shape().n, c = net.output_shape().c;
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
-  const int per_pass = ensemble_samples_per_pass(
-      net, opt, Context::eval(opt.seed, opt.mode, stream::kEnsembleBase, opt.batch_stats), 1);
+  const Context base = Context::eval(opt.seed, opt.mode, stream::kEnsembleBase, opt.batch_stats);
+  const int per_pass = ensemble_samples_per_pass(net, opt, base, 1);
+  // The layers before the first noisy one give every sample the same output (batch statistics
+  // included: the batch is the same): they run once per batch on slot 0, the rest per pass on
+  // slot 1.
+  const size_t layers = net.size(), prefix = opt.samples > 1 ? net.first_noisy_layer(base) : 0;
+  const size_t rest_slot = prefix > 0 ? 1 : 0;
   Tensor<T> x, stacked;
   std::vector<int32_t> y;
   std::vector<double> probs;
@@ -86,19 +92,23 @@ void for_each_ensemble_batch(Network<T>& net, const data::LabeledImages& d,
     const int64_t b = std::min(opt.batch, n - first);
     data::gather_batch(d, order, first, b, x, y);
     probs.resize(size_t(opt.samples * b * c));
+    const ConstView<T> h = prefix > 0 ? net.forward_range(0, prefix, x.view(), base) : x.view();
+    if (per_pass > 1) {  // per_pass copies of h: a pass of kc samples reads the first kc
+      stacked.resize(h.shape.with_batch(per_pass * b));
+      for (int j = 0; j < per_pass; ++j)
+        std::copy(h.data, h.data + h.numel(), stacked.data() + j * h.numel());
+    }
     for (int k = 0; k < opt.samples; k += per_pass) {
       const int kc = std::min(per_pass, opt.samples - k);
       const uint32_t s = stream::kEnsembleBase + uint32_t(k);
-      ConstView<T> in = x.view();
+      ConstView<T> in = h;
       Context ctx = Context::eval(opt.seed, opt.mode, s, opt.batch_stats);
-      if (kc > 1) {  // kc copies of the batch, sample j's noise on copy j
-        stacked.resize(x.shape().with_batch(kc * b));
-        for (int j = 0; j < kc; ++j)
-          std::copy(x.data(), x.data() + x.numel(), stacked.data() + j * x.numel());
-        in = stacked.view();
+      if (kc > 1) {  // sample j's noise on copy j
+        in = ConstView<T>(stacked.data(), h.shape.with_batch(kc * b));
         ctx = Context::eval_stacked(opt.seed, opt.mode, s, b);
       }
-      softmax_rows(net.forward(in, ctx).data, kc * b, c, probs.data() + k * b * c);
+      const ConstView<T> z = net.forward_range(prefix, layers, in, ctx, rest_slot);
+      softmax_rows(z.data, kc * b, c, probs.data() + k * b * c);
     }
     consume(static_cast<const double*>(probs.data()), b, static_cast<const int32_t*>(y.data()));
     if (on_batch) on_batch(first + b);

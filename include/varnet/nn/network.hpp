@@ -8,6 +8,7 @@
 // and are reused afterwards: a training step allocates nothing after the first.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -60,6 +61,7 @@ class Network {
     Shape s = input_;
     std::string from = "the network input";
     for (auto& l : layers_) {
+      inputs_.push_back(s);
       try {
         s = l->output_shape(s);
       } catch (const Error& e) {
@@ -80,31 +82,45 @@ class Network {
 
   // Runs every layer; returns the output, valid until the next forward on this slot.
   ConstView<T> forward(ConstView<T> x, const Context& ctx, size_t slot = 0) {
-    check(built_, "Network::forward", "a built network", "build() not called");
-    if (x.shape.with_batch(1) != input_ || x.shape.n <= 0)
-      fail("Network::forward",
-           str("input of shape (N > 0, ", input_.c, ", ", input_.h, ", ", input_.w, ")"),
+    return forward_range(0, layers_.size(), x, ctx, slot);
+  }
+
+  // Runs layers [first, last) on x, which has layer `first`'s input shape (layer_input); returns
+  // the last one's output (x itself for an empty range), valid until the next forward on this
+  // slot. Only a pass over every layer can be backpropagated. Ensembles use it to run the layers
+  // before the first noisy one once for all their samples (first_noisy_layer).
+  ConstView<T> forward_range(size_t first, size_t last, ConstView<T> x, const Context& ctx,
+                             size_t slot = 0) {
+    const bool whole = first == 0 && last == layers_.size();
+    const char* where = whole ? "Network::forward" : "Network::forward_range";
+    check(built_, where, "a built network", "build() not called");
+    check(first <= last && last <= layers_.size(), where, "a range of the network's layers",
+          "layers ", first, "-", last, " of ", layers_.size());
+    const Shape want = layer_input(first);
+    if (x.shape.with_batch(1) != want || x.shape.n <= 0)
+      fail(where, str("input of shape (N > 0, ", want.c, ", ", want.h, ", ", want.w, ")"),
            str("input of shape ", x.shape));
     if (ctx.rows_per_sample != 0) {
-      check_stacked_batch(ctx, x.shape.n, "Network::forward");
-      if (const Layer<T>* l = unstackable_layer(ctx))
-        fail("Network::forward", "layers that can stack noise samples in one batch",
+      check_stacked_batch(ctx, x.shape.n, where);
+      if (const Layer<T>* l = unstackable_layer(ctx, first, last))
+        fail(where, "layers that can stack noise samples in one batch",
              str("layer '", l->name(), "' (", l->describe(),
-                 "), which draws one weight tensor"
-                 " per pass"));
+                 "), which draws one weight tensor per pass"));
     }
     Workspace& ws = workspace(slot);
     ws.input = x;
-    // Shapes and buffer sizes follow from the batch size alone: worked out (with the layers'
-    // checks, which build message strings) only when it changes, so that a step allocates nothing.
-    const bool same_batch = ws.batch == x.shape.n;
-    ws.batch = x.shape.n;
+    ws.whole = whole;
+    const int64_t n = x.shape.n;
     ConstView<T> in = x;
-    for (size_t i = 0; i < layers_.size(); ++i) {
+    for (size_t i = first; i < last; ++i) {
       Layer<T>& l = *layers_[i];
-      if (!same_batch) {
+      // Shapes and buffer sizes follow from the batch size alone: worked out (with the layers'
+      // checks, which build message strings) only when it changes, so that a step allocates
+      // nothing.
+      if (ws.batch[i] != n) {
         ws.acts[i].resize(l.output_shape(in.shape));
         ws.scratch[i].resize(static_cast<size_t>(l.scratch_size(in.shape)));
+        ws.batch[i] = n;
       }
       l.forward(in, ws.acts[i].view(), ws.scratch[i].data(), ctx);
       in = ws.acts[i].view();
@@ -112,12 +128,27 @@ class Network {
     return in;
   }
 
+  // One sample's input shape of layer i (i = size(): the network's output shape).
+  Shape layer_input(size_t i) const {
+    check(i <= layers_.size(), "Network::layer_input", "a layer index up to the layer count", i,
+          " of ", layers_.size());
+    return i < layers_.size() ? inputs_[i] : output_;
+  }
+  // The first layer that draws noise under ctx (size() when none does): the layers before it
+  // give every noise sample the same output.
+  size_t first_noisy_layer(const Context& ctx) const {
+    for (size_t i = 0; i < layers_.size(); ++i)
+      if (layers_[i]->stochastic() && layers_[i]->mode(ctx) == PredictMode::sample) return i;
+    return layers_.size();
+  }
+
   // Backpropagates dL/d(output) of the forward pass in `slot`: parameter gradients accumulate
   // into grads(). Returns dL/d(input) when `input_grad`, else an empty view.
   ConstView<T> backward(ConstView<T> dout, const Context& ctx, size_t slot = 0,
                         bool input_grad = false) {
-    check(slot < workspaces_.size() && workspaces_[slot].input.data, "Network::backward",
-          "a forward pass on this slot first", "none on slot ", slot);
+    check(slot < workspaces_.size() && workspaces_[slot].input.data && workspaces_[slot].whole,
+          "Network::backward", "a forward pass over every layer on this slot first",
+          "none on slot ", slot);
     Workspace& ws = workspaces_[slot];
     if (dout.shape != ws.acts.back().shape())
       fail("Network::backward", str("an output gradient of shape ", ws.acts.back().shape()),
@@ -141,10 +172,12 @@ class Network {
 
   // The first layer that draws noise under ctx but cannot stack samples in one batch (see
   // Layer::stacks_samples), or null.
-  const Layer<T>* unstackable_layer(const Context& ctx) const {
-    for (const auto& l : layers_)
-      if (l->stochastic() && l->mode(ctx) == PredictMode::sample && !l->stacks_samples())
-        return l.get();
+  const Layer<T>* unstackable_layer(const Context& ctx, size_t first = 0,
+                                    size_t last = size_t(-1)) const {
+    for (size_t i = first; i < std::min(last, layers_.size()); ++i) {
+      const Layer<T>& l = *layers_[i];
+      if (l.stochastic() && l.mode(ctx) == PredictMode::sample && !l.stacks_samples()) return &l;
+    }
     return nullptr;
   }
   // True when a forward pass under ctx (without rows_per_sample) may stack several noise samples
@@ -223,13 +256,15 @@ class Network {
     std::vector<Tensor<T>> acts;            // output of layer i
     std::vector<AlignedVector<T>> scratch;  // layer i's scratch
     AlignedVector<T> grad[2];               // ping-pong input gradients
-    int64_t batch = -1;                     // the batch size acts and scratch are sized for
+    std::vector<int64_t> batch;             // the batch size layer i's buffers are sized for
+    bool whole = false;                     // the last pass ran every layer (backward needs it)
   };
   Workspace& workspace(size_t slot) {
     if (workspaces_.size() <= slot) workspaces_.resize(slot + 1);
     Workspace& ws = workspaces_[slot];
     ws.acts.resize(layers_.size());
     ws.scratch.resize(layers_.size());
+    ws.batch.resize(layers_.size(), -1);
     return ws;
   }
 
@@ -237,6 +272,7 @@ class Network {
   ParamTable table_;
   AlignedVector<T> params_, grads_, state_;
   std::vector<Workspace> workspaces_;
+  std::vector<Shape> inputs_;  // one sample's input shape of each layer
   Shape input_, output_;
   bool built_ = false;
 };
