@@ -395,4 +395,7 @@ TEST_CASE("cuda::evaluate_ensemble runs a deterministic prefix once and matches 
   const vc::DeviceBuffer<float> dy = varnet::test::upload(random_vector<float>(30, 5));
   CHECK_THROWS_WITH(dev.backward(dy.data(), ctx, 2),
                     Catch::Matchers::Contains("a forward pass over every layer on this slot"));
+  // bn1 applies relu1 on the GPU: a range may not end or start between them.
+  CHECK_THROWS_WITH(dev.forward_range(0, 2, dx.data(), 3, ctx, 1),
+                    Catch::Matchers::Contains("keeps each batch norm with the ReLU fused into it"));
 }

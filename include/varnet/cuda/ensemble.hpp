@@ -36,9 +36,14 @@ template <class T>
 int automatic_samples_per_pass(const Network<T>& net, int64_t b, int samples, size_t first = 0) {
   size_t free_bytes = 0, total_bytes = 0;
   VARNET_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  // The rest's workspace and the stacked copies of what enters it.
+  const auto bytes = [&](int64_t rows) {
+    return net.workspace_bytes(rows, first) +
+           rows * net.layer_input(first).per_sample() * int64_t(sizeof(T));
+  };
   int k = 1;
   while (k < samples && int64_t(k + 1) * b <= kGpuStackedRows &&
-         net.workspace_bytes(int64_t(k + 1) * b, first) <= int64_t(free_bytes / 2))
+         bytes(int64_t(k + 1) * b) <= int64_t(free_bytes / 2))
     ++k;
   return k;
 }

@@ -84,8 +84,8 @@ void gemm(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t k, T al
 // The number of chunks for C (m, n) over a reduction of k: 1 (no split) unless k is long
 // (>= 4096 and >= 16 max(m, n)) and the output has too few 128 x 128 tiles to fill the GPU;
 // then enough chunks for about 256 tiles in all, each chunk at least 256 deep, at most 64.
-// split_k_enabled() = false turns the split off everywhere (benchmarks compare both; set it
-// before any network sizes its scratch, as the workspace size follows it).
+// split_k_enabled() = false turns this split off (benchmarks compare both; set it before any
+// network sizes its scratch, as the workspace size follows it). gemm_parts below ignores it.
 inline bool& split_k_enabled() {
   static bool on = true;
   return on;

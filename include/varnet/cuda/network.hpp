@@ -457,12 +457,14 @@ class Network {
       const Layer<T>& l = host.layer(i);
       // BatchNorm then ReLU: the batch norm's kernels apply the ReLU too (the ReLU has no mode).
       auto* bn = i > 0 ? dynamic_cast<detail::BatchNormAdapter<T>*>(layers_.back().get()) : nullptr;
-      if (bn && dynamic_cast<const varnet::ReLU<T>*>(&l)) {
+      const bool fused = bn && dynamic_cast<const varnet::ReLU<T>*>(&l);
+      if (fused) {
         bn->fuse_relu();
         layers_.push_back(std::make_unique<detail::PassthroughAdapter<T>>(l));
       } else {
         layers_.push_back(detail::mirror(l, host.table()));
       }
+      fused_relu_.push_back(fused);
       names_.push_back(l.name());
       s = l.output_shape(s);
       out_shapes_.push_back(s);
@@ -502,15 +504,21 @@ class Network {
   // release, which frees its buffers.
   size_t open_slot() {
     workspaces_.emplace_back();
+    workspaces_.back().opened = true;
     return workspaces_.size() - 1;
   }
   void release_slot(size_t slot) noexcept {
     if (slot >= workspaces_.size()) return;
     Workspace& ws = workspaces_[slot];
-    for (const auto& b : ws.acts)
-      if (b.capacity() > 0) ++workspace_version_;  // freed under a graph that might read it
+    // A slot open_slot made comes after every slot in use then: no captured graph reads it.
+    // Any other may be a training slot.
+    bool held = ws.grad[0].capacity() > 0 || ws.grad[1].capacity() > 0;
+    for (const auto& b : ws.acts) held = held || b.capacity() > 0;
+    for (const auto& b : ws.scratch) held = held || b.capacity() > 0;
+    if (held && !ws.opened) ++workspace_version_;
     ws = Workspace{};
-    while (!workspaces_.empty() && workspaces_.back().batch < 0 && !workspaces_.back().input)
+    while (!workspaces_.empty() && !workspaces_.back().opened && workspaces_.back().sized.empty() &&
+           !workspaces_.back().input)
       workspaces_.pop_back();
   }
 
@@ -565,7 +573,12 @@ class Network {
           fail(where, "layers that can stack noise samples in one batch",
                str("layer '", names_[i], "', which draws one weight tensor per pass"));
     }
+    check((first == L || !fused_relu_[first]) && (last == L || !fused_relu_[last]), where,
+          "a range that keeps each batch norm with the ReLU fused into it", "layers ", first, "-",
+          last);
     Workspace& ws = workspace(slot);
+    ws.input = nullptr;  // until sizing succeeds: no backward from a pass that did not run
+    ws.whole = false;
     if (whole) {
       if (ws.batch != n) size_workspace(ws, n);
     } else {
@@ -610,7 +623,7 @@ class Network {
                 const uint32_t* device_step = nullptr) {
     check(slot < workspaces_.size() && workspaces_[slot].input && workspaces_[slot].whole,
           "cuda::Network::backward", "a forward pass over every layer on this slot first",
-          "none on slot ", slot);
+          "no such pass on slot ", slot);
     Workspace& ws = workspaces_[slot];
     const detail::Pass<T> p = pass(ctx, device_step);
     const T* dy = dout;
@@ -704,11 +717,21 @@ class Network {
     std::vector<int64_t> sized;            // the batch layer i's buffers are sized for
     int64_t batch = -1;                    // every layer and the gradients sized for this batch
     bool whole = false;                    // the last pass ran every layer (backward needs it)
+    bool opened = false;                   // made by open_slot and not released
   };
 
   Workspace& workspace(size_t slot) {
     if (workspaces_.size() <= slot) workspaces_.resize(slot + 1);
-    return workspaces_[slot];
+    Workspace& ws = workspaces_[slot];
+    const size_t L = layers_.size();
+    if (ws.sized.size() != L) {
+      ws.in_shape.resize(L);
+      ws.acts.resize(L);
+      ws.scratch.resize(L);
+      ws.out.assign(L, nullptr);
+      ws.sized.assign(L, -1);
+    }
+    return ws;
   }
   // A buffer that grows past its capacity moves: a captured graph reading it is stale then
   // (counted before the move, which frees the old buffer first and may throw).
@@ -718,14 +741,6 @@ class Network {
   }
   // Layer i's shape and buffers on `ws` for batch n.
   void size_layer(Workspace& ws, size_t i, int64_t n) {
-    const size_t L = layers_.size();
-    if (ws.sized.size() != L) {
-      ws.in_shape.resize(L);
-      ws.acts.resize(L);
-      ws.scratch.resize(L);
-      ws.out.assign(L, nullptr);
-      ws.sized.assign(L, -1);
-    }
     ws.batch = -1;  // not every layer is sized for one batch now (and a throw leaves it so)
     ws.sized[i] = -1;
     const Shape s = layer_input(i).with_batch(n);
@@ -738,7 +753,7 @@ class Network {
   void size_workspace(Workspace& ws, int64_t n) {
     int64_t largest_input = 0;
     for (size_t i = 0; i < layers_.size(); ++i) {
-      if (ws.sized.size() != layers_.size() || ws.sized[i] != n) size_layer(ws, i, n);
+      if (ws.sized[i] != n) size_layer(ws, i, n);
       if (i > 0) largest_input = std::max(largest_input, ws.in_shape[i].numel());
     }
     size_buffer(ws.grad[0], largest_input);
@@ -783,6 +798,7 @@ class Network {
   std::vector<std::unique_ptr<detail::GpuLayer<T>>> layers_;
   std::vector<Shape> out_shapes_;  // layer i's output for one sample, from the host network
   std::vector<std::string> names_;
+  std::vector<bool> fused_relu_;  // layer i is a ReLU that the batch norm before it applies
   bool profiling_ = false;
   std::vector<cudaEvent_t> events_;  // profiling: event k between layers k - 1 and k
   std::vector<double> forward_ms_, backward_ms_;

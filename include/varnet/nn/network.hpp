@@ -60,6 +60,7 @@ class Network {
     check(input_.valid(), "Network::build", "an input shape with positive C, H, W", input);
     Shape s = input_;
     std::string from = "the network input";
+    inputs_.clear();
     for (auto& l : layers_) {
       inputs_.push_back(s);
       try {
@@ -148,7 +149,7 @@ class Network {
                         bool input_grad = false) {
     check(slot < workspaces_.size() && workspaces_[slot].input.data && workspaces_[slot].whole,
           "Network::backward", "a forward pass over every layer on this slot first",
-          "none on slot ", slot);
+          "no such pass on slot ", slot);
     Workspace& ws = workspaces_[slot];
     if (dout.shape != ws.acts.back().shape())
       fail("Network::backward", str("an output gradient of shape ", ws.acts.back().shape()),
