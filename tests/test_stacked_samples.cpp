@@ -46,6 +46,15 @@ Tensor<T> images(int64_t n, int64_t copies = 1) {
   return x;
 }
 
+// n images with labels (i * stride) % 10.
+data::LabeledImages labeled(int64_t n, int64_t stride) {
+  data::LabeledImages d;
+  d.images = images<float>(n);
+  d.classes = 10;
+  for (int64_t i = 0; i < n; ++i) d.labels.push_back(int32_t((i * stride) % 10));
+  return d;
+}
+
 // Max |stacked - separate| over the K samples, relative to the largest output.
 template <class T>
 double stacked_gap(Network<T>& net, int64_t b, int k) {
@@ -125,10 +134,7 @@ TEST_CASE("stacked samples draw different noise, the first one the plain pass's"
 TEST_CASE("evaluate_ensemble gives the same result for any number of samples per pass",
           "[stacked]") {
   Network<double> net = lenet<double>(LayerKind::variance);
-  data::LabeledImages d;
-  d.images = images<float>(23);
-  d.classes = 10;
-  for (int64_t i = 0; i < 23; ++i) d.labels.push_back(int32_t((i * 7) % 10));
+  const data::LabeledImages d = labeled(23, 7);
   EnsembleOptions o;
   o.samples = 7;
   o.batch = 10;  // the last batch partial
@@ -232,10 +238,7 @@ TEST_CASE("ensembles run the layers before the first noisy one once per batch", 
   for (double& s : net.state()) s = 0.5 + 0.1 * std::sin(double(&s - net.state().data()));
   CHECK(net.first_noisy_layer(Context::eval(0, PredictMode::sample, 0)) == 9);
   CHECK(net.first_noisy_layer(Context::eval(0, PredictMode::mean, 0)) == net.size());
-  data::LabeledImages d;
-  d.images = images<float>(12);
-  d.classes = 10;
-  for (int64_t i = 0; i < 12; ++i) d.labels.push_back(int32_t((i * 3) % 10));
+  const data::LabeledImages d = labeled(12, 3);
   EnsembleOptions o;
   o.samples = 6;
   o.batch = 12;  // one batch: the long way's noise rows are the same
