@@ -13,6 +13,7 @@
 
 #include "catch.hpp"
 #include "varnet/cuda.hpp"
+#include "varnet/cuda/trainer.hpp"
 #include "varnet/data/idx.hpp"
 #include "varnet/nn/network.hpp"
 
@@ -48,6 +49,17 @@ cuda::DeviceBuffer<typename Vec::value_type> upload(const Vec& v) {
 // A device buffer of `count` NaNs: entries a kernel fails to write stay NaN and fail compare().
 inline cuda::DeviceBuffer<float> nan_buffer(int64_t count) {
   return upload(std::vector<float>(size_t(count), std::numeric_limits<float>::quiet_NaN()));
+}
+
+// The trainer options the parity tests share: seed, batch, learning rate, graph or eager.
+inline cuda::TrainerOptions trainer_options(uint64_t seed, int64_t batch, LinearDecay lr,
+                                            bool graph) {
+  cuda::TrainerOptions o;
+  o.seed = seed;
+  o.batch = batch;
+  o.lr = lr;
+  o.graph = graph;
+  return o;
 }
 
 inline const ParamEntry& entry(const Network<float>& net, const std::string& name) {

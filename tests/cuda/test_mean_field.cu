@@ -475,11 +475,7 @@ TEST_CASE("cuda::Trainer with a KL weight follows the host Trainer, with and wit
       INFO("graph " << graph);
       varnet::Network<float> twin = lenet(cfg, side, 9);
       vc::Network<float> dev(gpu(), twin);
-      vc::TrainerOptions o;
-      o.seed = 13;
-      o.batch = batch;
-      o.lr = lr;
-      o.graph = graph;
+      vc::TrainerOptions o = varnet::test::trainer_options(13, batch, lr, graph);
       vc::Trainer<float> t(dev, o);
       const vc::DeviceData dd(gpu(), data);
       for (uint32_t e = 0; e < weights.size(); ++e) {
@@ -569,11 +565,7 @@ TEST_CASE("cuda::Trainer with a per-step KL warm-up and lr scales follows the ho
       INFO("graph " << graph);
       varnet::Network<float> twin = lenet(mixed, side, 9);
       vc::Network<float> dev(gpu(), twin);
-      vc::TrainerOptions o;
-      o.seed = 13;
-      o.batch = batch;
-      o.lr = lr;
-      o.graph = graph;
+      vc::TrainerOptions o = varnet::test::trainer_options(13, batch, lr, graph);
       o.kl = vc::KlSchedule{beta, double(items)};
       vc::Trainer<float> t(dev, o);
       if (scaled) set_scales(t, twin);
@@ -618,11 +610,8 @@ TEST_CASE("cuda::Trainer: scales of 1 change nothing; a constant KL weight is a 
     INFO("run " << run);
     varnet::Network<float> host = lenet(config("svdo"), side, 9);
     vc::Network<float> dev(gpu(), host);
-    vc::TrainerOptions o;
-    o.seed = 13;
-    o.batch = batch;
-    o.lr = varnet::LinearDecay{1e-3, 2 * steps};
-    o.graph = true;
+    vc::TrainerOptions o =
+        varnet::test::trainer_options(13, batch, varnet::LinearDecay{1e-3, 2 * steps}, true);
     if (run == 0) o.kl_weight = w;
     if (run == 1) o.kl = vc::KlSchedule{varnet::KlWarmup{w * double(items), 0}, double(items)};
     vc::Trainer<float> t(dev, o);
@@ -654,11 +643,8 @@ TEST_CASE("cuda::Trainer resumed from a checkpoint repeats the uninterrupted run
   varnet::LeNet5Config mixed;
   mixed.kinds = {varnet::LayerKind::svdo, varnet::LayerKind::dropout, varnet::LayerKind::vdo,
                  varnet::LayerKind::svdo};
-  vc::TrainerOptions o;
-  o.seed = 13;
-  o.batch = batch;
-  o.lr = varnet::LinearDecay{1e-3, 2 * steps};
-  o.graph = true;
+  vc::TrainerOptions o =
+      varnet::test::trainer_options(13, batch, varnet::LinearDecay{1e-3, 2 * steps}, true);
   o.kl = vc::KlSchedule{varnet::KlWarmup{1.0, 7}, double(items)};
   const auto order0 = varnet::data::shuffled_order(items, 13, 0);
   const auto order1 = varnet::data::shuffled_order(items, 13, 1);

@@ -124,11 +124,7 @@ TEST_CASE("cuda::Trainer follows the host Trainer, with and without a CUDA graph
     INFO("graph " << graph);
     varnet::Network<float> twin = lenet(var, side, 9);
     vc::Network<float> dev(gpu(), twin);
-    vc::TrainerOptions o;
-    o.seed = 13;
-    o.batch = batch;
-    o.lr = lr;
-    o.graph = graph;
+    vc::TrainerOptions o = varnet::test::trainer_options(13, batch, lr, graph);
     vc::Trainer<float> t(dev, o);
     const vc::DeviceData dd(gpu(), data);
     for (uint32_t e = 0; e < 2; ++e) {
