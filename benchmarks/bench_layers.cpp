@@ -4,6 +4,8 @@
 //   - the whole LeNet-5 training step (forward, backward, Adam) at batch 128, deterministic, with
 //     variance layer 1 (examples/lenet5's default) and with variance layers 1-3;
 //   - a square GEMM doing the step's multiply-adds, the machine's ceiling for that work;
+//   - the VGG-like network's 3x3 convolutions by im2col and by Winograd F(4x4, 3x3), the
+//     ConvAlgorithm baseline and its alternative side by side;
 //   - the LRT noise of LeNet-5's conv1 alone (one normal per output, drawn as the layer draws
 //     it): the floor under what a variance conv1 can cost beyond its twin.
 // After the runs a summary prints each layer's cost relative to its twin, and each step's
@@ -88,6 +90,20 @@ const std::vector<LayerKind>& layer_kinds() {
                                            LayerKind::svdo};
   return k;
 }
+
+// A 3x3 "same" convolution of the VGG-like network: channels and plane side.
+struct ConvAlgoSite {
+  const char* name;
+  int64_t channels, side;
+};
+const std::vector<ConvAlgoSite>& conv_algo_sites() {
+  static const std::vector<ConvAlgoSite> s = {{"vgg_conv_64_32x32", 64, 32},
+                                              {"vgg_conv_128_16x16", 128, 16},
+                                              {"vgg_conv_256_8x8", 256, 8},
+                                              {"vgg_conv_512_4x4", 512, 4}};
+  return s;
+}
+const ConvAlgorithm kConvAlgorithms[] = {ConvAlgorithm::Im2col, ConvAlgorithm::Winograd};
 
 // The LeNet-5 training step's multiply-adds per image, from its GEMM shapes (2 FLOP each):
 // forward, weight gradient and (except for conv1) input gradient of every weight layer.
@@ -225,6 +241,15 @@ void print_summary(const Collector& c) {
     std::printf("  conv1's LRT noise alone (%lld normals) %8.3f ms = %.2fx of its twin\n",
                 static_cast<long long>(kBatch * 20 * 24 * 24), noise->second * 1e3,
                 noise->second / conv1->second);
+  std::printf("\nVGG-like 3x3 convolutions, forward + backward at batch %lld:\n",
+              static_cast<long long>(kBatch));
+  for (const ConvAlgoSite& s : conv_algo_sites()) {
+    const auto im2col = c.seconds.find(std::string("conv_algorithm/") + s.name + "/im2col");
+    const auto wino = c.seconds.find(std::string("conv_algorithm/") + s.name + "/winograd");
+    if (im2col == c.seconds.end() || wino == c.seconds.end()) continue;
+    std::printf("  %-20s im2col %8.2f ms   winograd %8.2f ms = %.2fx faster\n", s.name,
+                im2col->second * 1e3, wino->second * 1e3, im2col->second / wino->second);
+  }
   const auto gemm = c.gflops.find("gemm_same_work");
   std::printf("\nLeNet-5 training step, batch %lld (%.1f MFLOP per image):\n",
               static_cast<long long>(kBatch), lenet_flops_per_image() * 1e-6);
@@ -253,6 +278,21 @@ int main(int argc, char** argv) {
                                          st, [&](Network<float>& net) { add_layer(net, s, k); },
                                          s.input, s.input_grad);
                                    })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+  for (const ConvAlgoSite& s : conv_algo_sites())
+    for (ConvAlgorithm a : kConvAlgorithms)
+      benchmark::RegisterBenchmark(
+          (std::string("conv_algorithm/") + s.name + "/" + to_string(a)).c_str(),
+          [s, a](benchmark::State& st) {
+            run_layer(
+                st,
+                [&](Network<float>& net) {
+                  net.emplace<Conv2d<float>>("conv", s.channels, s.channels,
+                                             ConvOptions{3, 1, 1, false, a});
+                },
+                Shape(1, s.channels, s.side, s.side), true);
+          })
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
   for (const StepConfig& s : step_configs())

@@ -4,8 +4,8 @@
 #   1. configures for the local GPU and builds everything with all cores (tests, examples, the GPU
 #      benchmarks);
 #   2. runs the [cuda] parity tests, then the CPU test suite;
-#   3. runs the GPU benchmarks (benchmarks/gpu/bench_lrt, bench_step) and, when torch imports, the
-#      PyTorch reference on the same GPU, then prints the side-by-side ratios;
+#   3. runs the GPU benchmarks (benchmarks/gpu/bench_lrt, bench_step, bench_conv) and, when torch
+#      imports, the PyTorch reference on the same GPU, then prints the side-by-side ratios;
 #   4. trains the LeNet-5 example for a few epochs on the GPU and on the CPU with the same seed, when
 #      MNIST-format data is found ($VARNET_DATA, else /usr/share/datasets/fashion-mnist, else
 #      .data/fashion-mnist in the repository), and prints both results;
@@ -122,7 +122,7 @@ else
 fi
 
 # ---- 3. benchmarks, beside PyTorch on the same GPU ----
-for bench in bench_lrt bench_step; do
+for bench in bench_lrt bench_step bench_conv; do
   if built "benchmarks/$bench"; then
     run_stage "$bench" "$OUT/$bench.log" timeout 240 "./$BUILD_DIR/benchmarks/$bench" "$OUT/$bench.json"
   else

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "timing.cuh"
 #include "varnet/cuda/check.hpp"
 #include "varnet/cuda/device_buffer.hpp"
 #include "varnet/cuda/gemm.hpp"
@@ -38,6 +39,8 @@
 #include "varnet/cuda/variance_layers.hpp"
 
 namespace vc = varnet::cuda;
+using varnet::bench::median_ms;
+using varnet::bench::random_vector;
 
 namespace {
 
@@ -74,48 +77,6 @@ struct Curand {
     if (gen) (void)curandDestroyGenerator(gen);
   }
 };
-
-struct Events {
-  cudaEvent_t start = nullptr, stop = nullptr;
-  Events() {
-    VARNET_CUDA_CHECK(cudaEventCreate(&start));
-    VARNET_CUDA_CHECK(cudaEventCreate(&stop));
-  }
-  Events(const Events&) = delete;
-  Events& operator=(const Events&) = delete;
-  ~Events() {
-    (void)cudaEventDestroy(start);
-    (void)cudaEventDestroy(stop);
-  }
-};
-
-// Median milliseconds of `body` over `repeats` timed runs after `warmup` untimed ones.
-double median_ms(vc::GpuContext& ctx, int warmup, int repeats, const std::function<void()>& body) {
-  Events ev;
-  for (int i = 0; i < warmup; ++i) body();
-  ctx.synchronize();
-  std::vector<double> ms;
-  for (int i = 0; i < repeats; ++i) {
-    VARNET_CUDA_CHECK(cudaEventRecord(ev.start, ctx.stream()));
-    body();
-    VARNET_CUDA_CHECK(cudaEventRecord(ev.stop, ctx.stream()));
-    VARNET_CUDA_CHECK(cudaEventSynchronize(ev.stop));
-    float t = 0;
-    VARNET_CUDA_CHECK(cudaEventElapsedTime(&t, ev.start, ev.stop));
-    ms.push_back(double(t));
-  }
-  std::sort(ms.begin(), ms.end());
-  const size_t h = ms.size() / 2;
-  return ms.size() % 2 ? ms[h] : 0.5 * (ms[h - 1] + ms[h]);
-}
-
-std::vector<float> random_vector(size_t n, uint32_t seed, float lo, float hi) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
 
 // Mean and variance of (y - b) / sqrt(v + e0): the standardised noise, which must be N(0, 1).
 bool noise_looks_normal(const char* what, const std::vector<float>& y, const std::vector<float>& v,

@@ -122,7 +122,9 @@ int main(int argc, char** argv) {
     std::vector<StepResult> vgg_results;
     double tf32_logit_error = 0;
     std::string vgg_profile;
-    for (const std::string variant : {"plain", "var", "var-nosplit", "var-tf32"}) {
+    // "var" runs the convolutions by ConvAlgorithm::Auto (Winograd for conv 2-7), "var-im2col"
+    // all by im2col and GEMM: the baseline of the Winograd change, in the same run.
+    for (const std::string variant : {"plain", "var", "var-im2col", "var-nosplit", "var-tf32"}) {
       for (bool graph : {false, true}) {
         if ((variant == "var-nosplit" && graph) || (variant == "var-tf32" && !graph)) continue;
         vc::split_k_enabled() = variant != "var-nosplit";  // the weight gradients' split-K
@@ -130,6 +132,7 @@ int main(int argc, char** argv) {
         varnet::VggConfig cfg;
         cfg.classes = 10;
         if (variant == "plain") cfg.stochastic_layers.clear();
+        if (variant == "var-im2col") cfg.conv_algorithm = varnet::ConvAlgorithm::Im2col;
         varnet::Network<float> host = varnet::make_vgg<float>(cfg, varnet::Shape(1, 3, 32, 32), 0);
         vc::Network<float> net(gpu, host);
         vc::TrainerOptions o;
@@ -153,6 +156,17 @@ int main(int argc, char** argv) {
     }
     vc::split_k_enabled() = true;
     gpu.set_tf32(false);
+    for (bool graph : {false, true}) {
+      double wino = 0, im2col = 0;
+      for (const StepResult& r : vgg_results) {
+        if (r.graph != graph) continue;
+        if (r.variant == "var") wino = r.ms;
+        if (r.variant == "var-im2col") im2col = r.ms;
+      }
+      if (wino > 0 && im2col > 0)
+        std::printf("VGG var step (%s): Winograd (auto) %.3f ms, im2col %.3f ms: %.2fx faster\n",
+                    graph ? "graph" : "eager", wino, im2col, im2col / wino);
+    }
     std::printf("VGG var, 5 eager steps, per layer (CUDA events; synchronised per pass):\n%s",
                 vgg_profile.c_str());
     {  // TF32's effect on the VGG's logits: one training-mode forward, FP32 against TF32

@@ -68,6 +68,9 @@ const char* kHelp = R"(vgg: train and evaluate a VGG-like variance network on 32
   --device D            cpu|cuda: where to train and evaluate (cuda: every layer kind,
                         checkpoints and --resume included; needs a build with CUDA) [cpu]
   --no-graph            cuda: launch every kernel of a step instead of replaying a CUDA graph
+  --conv A              how the deterministic convolutions are computed: auto|im2col|winograd
+                        (auto: Winograd F(4x4, 3x3) for layers of at least 16 channels on
+                        planes of at least 8x8, im2col and GEMM for the rest) [auto]
   --tf32                cuda: TF32 tensor cores in the matrix products (faster, ~1e-3 relative
                         error per product; off: strict FP32)
   --save PATH           save the trained network as safetensors
@@ -87,7 +90,7 @@ mean log alpha and fraction of weights with log alpha above the threshold.
 )";
 
 struct Config {
-  std::string data, dist, param, save, layer_kind, device, cifar100_labels;
+  std::string data, dist, param, save, layer_kind, device, cifar100_labels, conv;
   double width, alpha, dropout_p, kl_beta, kl_warmup, threshold, alpha_lr_scale, lr, beta1;
   std::vector<int64_t> var_layers, samples;
   int64_t train_samples, epochs, batch, seed, train_limit, test_limit, eval_batch;
@@ -129,7 +132,8 @@ Config parse(int argc, char** argv) {
                              "--threshold",
                              "--alpha-lr-scale",
                              "--augment",
-                             "--device"},
+                             "--device",
+                             "--conv"},
                             {"--help", "--overwrite", "--no-finite-check", "--no-graph", "--tf32"});
   if (a.has("--help")) {
     std::cout << kHelp;
@@ -139,6 +143,7 @@ Config parse(int argc, char** argv) {
   c.device = a.get_choice("--device", "cpu", {"cpu", "cuda"});
   c.graph = !a.has("--no-graph");
   c.tf32 = a.has("--tf32");
+  c.conv = a.get_choice("--conv", "auto", {"auto", "im2col", "winograd"});
   c.data = a.get("--data", "/usr/share/datasets/fashion-mnist");
   c.cifar100_labels = a.get_choice("--cifar100-labels", "fine", {"fine", "coarse"});
   c.labels_given = a.has("--cifar100-labels");
@@ -234,6 +239,7 @@ int run(const Config& c) {
   cfg.variance.param =
       c.param == "sigma" ? varnet::VarianceParam::sigma : varnet::VarianceParam::log_sigma2;
   cfg.classes = classes;
+  cfg.conv_algorithm = varnet::parse_conv_algorithm(c.conv);
   varnet::Network<T> net = varnet::make_vgg<T>(cfg, in.with_batch(1), uint64_t(c.seed));
   std::cout << "VGG-like, width " << c.width << ":\n" << net.summary();
 
@@ -304,7 +310,8 @@ int run(const Config& c) {
   json += str(",\"train_img_per_s\":", img_per_s, ",\"epochs\":", c.epochs);
   json += str(",\"model\":\"vgg\",\"width\":", c.width, ",\"data\":\"", d.format,
               "\",\"classes\":", classes, ",\"augment\":", c.augment ? "true" : "false",
-              ",\"device\":\"", c.device, "\",\"tf32\":", c.tf32 ? "true" : "false");
+              ",\"device\":\"", c.device, "\",\"tf32\":", c.tf32 ? "true" : "false", ",\"conv\":\"",
+              c.conv, "\"");
   json += str(
       ",\"var_layers\":", json_list(c.var_layers), ",\"dist\":\"", c.dist, "\",\"param\":\"",
       c.param, "\",\"train_samples\":", c.train_samples, ",\"batch\":", c.batch, ",\"lr\":", c.lr,

@@ -92,16 +92,18 @@ void check_linear(int64_t n, int64_t in, int64_t out, bool bias) {
 // ---- Conv2d ----
 
 // (n, C, H, W, O, kernel, stride, pad)
-void check_conv(const std::array<int64_t, 8>& s, bool bias) {
+void check_conv(const std::array<int64_t, 8>& s, bool bias,
+                varnet::ConvAlgorithm algorithm = varnet::ConvAlgorithm::Auto) {
   const int64_t n = s[0], c = s[1], h = s[2], wd = s[3], o = s[4];
   varnet::ConvOptions conv;
   conv.kernel = s[5];
   conv.stride = s[6];
   conv.pad = s[7];
   conv.bias = bias;
+  conv.algorithm = algorithm;
   INFO("Conv2d n " << n << ", " << c << "x" << h << "x" << wd << " -> " << o << ", kernel "
                    << conv.kernel << ", stride " << conv.stride << ", pad " << conv.pad
-                   << (bias ? ", bias" : ""));
+                   << (bias ? ", bias" : "") << ", " << varnet::to_string(algorithm));
   varnet::Network<float> net;
   auto& layer = net.emplace<varnet::Conv2d<float>>("", c, o, conv);
   net.build(Shape(1, c, h, wd), 4321);
@@ -111,6 +113,7 @@ void check_conv(const std::array<int64_t, 8>& s, bool bias) {
   const vc::Conv2d<float> g(c, o, conv);
   const Shape out = g.output_shape(in);
   REQUIRE(out == net.output_shape().with_batch(n));
+  REQUIRE(g.winograd(in) == layer.winograd(in));  // one rule on both backends
   const auto x = random_vector<float>(size_t(in.numel()), 20);
   const auto dy = random_vector<float>(size_t(out.numel()), 21);
   const auto grads0 = random_vector<float>(net.grads().size(), 22);
@@ -118,22 +121,31 @@ void check_conv(const std::array<int64_t, 8>& s, bool bias) {
 
   auto d_params = upload(net.params()), d_grads = upload(grads0);
   const auto w = weight_tensors(net, layer.name(), bias, d_params, d_grads);
-  vc::DeviceBuffer<float> scratch(size_t(g.scratch_size(in)));
+  // NaN scratch: a value read before it is written (Winograd's zero padding columns) fails.
+  auto scratch = nan_buffer(g.scratch_size(in));
   auto d_x = upload(x), d_dy = upload(dy);
   auto d_y = nan_buffer(out.numel()), d_dx = nan_buffer(in.numel());
   g.forward(gpu(), w, in, d_x.data(), d_y.data(), scratch.data());
   g.backward(gpu(), w, in, d_dy.data(), d_dx.data(), scratch.data());
   const int64_t window = conv.kernel * conv.kernel;
-  VARNET_CHECK_CLOSE(download(d_y), want.y, sum_rtol(c * window));
-  VARNET_CHECK_CLOSE(download(d_grads), want.grads, sum_rtol(n * out.plane()));
-  VARNET_CHECK_CLOSE(download(d_dx), want.dx, sum_rtol(o * window));
+  // Winograd: each backend's float result is within 2e-5 max|y| of the exact convolution
+  // (test_winograd.cpp bounds the CPU's, measured at 4.6e-6), so the two differ by at most
+  // 4e-5 max|y|, which rtol (|expected| + 0.1 max|expected|) covers from rtol = 4e-4. An
+  // indexing error is O(max|y|).
+  const auto rtol = [&](int64_t length) {
+    return g.winograd(in) ? std::max(4e-4, sum_rtol(length)) : sum_rtol(length);
+  };
+  VARNET_CHECK_CLOSE(download(d_y), want.y, rtol(c * window));
+  VARNET_CHECK_CLOSE(download(d_grads), want.grads, rtol(n * out.plane()));
+  VARNET_CHECK_CLOSE(download(d_dx), want.dx, rtol(o * window));
 
-  // Without dx (backward used up the scratch: forward again first).
+  // Without dx (backward used up the scratch: forward again first, on NaN scratch again).
   auto d_grads2 = upload(grads0);
   const auto w2 = weight_tensors(net, layer.name(), bias, d_params, d_grads2);
+  scratch = nan_buffer(g.scratch_size(in));
   g.forward(gpu(), w2, in, d_x.data(), d_y.data(), scratch.data());
   g.backward(gpu(), w2, in, d_dy.data(), static_cast<float*>(nullptr), scratch.data());
-  VARNET_CHECK_CLOSE(download(d_grads2), want.grads, sum_rtol(n * out.plane()));
+  VARNET_CHECK_CLOSE(download(d_grads2), want.grads, rtol(n * out.plane()));
 }
 
 // ---- BatchNorm ----
@@ -278,6 +290,23 @@ TEST_CASE("GPU Conv2d matches the CPU layer", "[cuda]") {
   };
   for (const auto& s : shapes)
     for (const bool bias : {false, true}) check_conv(s, bias);
+}
+
+TEST_CASE("GPU Conv2d by Winograd matches the CPU's Winograd", "[cuda]") {
+  // Both backends compute the same F(4x4, 3x3) transforms; only the GEMMs' summation order
+  // differs. Odd planes (partial tiles), every padding, one channel, batch 1; 7 x 256 tiles of
+  // 61x63 split the weight gradient into 3 chunks of 598 with 2 padding columns; the VGG shape
+  // runs by Auto's rule.
+  const std::vector<std::array<int64_t, 8>> shapes = {
+      {1, 1, 3, 3, 1, 3, 1, 0},    {3, 5, 9, 13, 7, 3, 1, 0}, {2, 4, 7, 6, 3, 3, 1, 2},
+      {1, 16, 8, 8, 16, 3, 1, 1},  {2, 3, 5, 5, 2, 3, 1, 1},  {7, 4, 61, 63, 5, 3, 1, 1},
+      {17, 8, 32, 30, 8, 3, 1, 1},
+  };
+  for (const auto& s : shapes)
+    for (const bool bias : {false, true}) check_conv(s, bias, varnet::ConvAlgorithm::Winograd);
+  CHECK(vc::Conv2d<float>(64, 64, varnet::ConvOptions{3, 1, 1, false})
+            .winograd(Shape(4, 64, 32, 32)));
+  check_conv({4, 64, 32, 32, 64, 3, 1, 1}, false, varnet::ConvAlgorithm::Auto);
 }
 
 TEST_CASE("GPU BatchNorm matches the CPU layer", "[cuda]") {

@@ -29,6 +29,14 @@ namespace detail {
 inline cublasOperation_t to_cublas(Op o) {
   return o == Op::N ? CUBLAS_OP_N : CUBLAS_OP_T;
 }
+// Row strides must cover a stored row (cuBLAS checks too, but this names our arguments).
+inline void check_strides(Op opa, Op opb, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+                          int64_t ldc) {
+  const int64_t need_a = opa == Op::N ? k : m, need_b = opb == Op::N ? n : k;
+  check(lda >= need_a && lda >= 1 && ldb >= need_b && ldb >= 1 && ldc >= n, "cuda::gemm",
+        "row strides at least the stored row lengths (and >= 1)", "m ", m, ", n ", n, ", k ", k,
+        ", lda ", lda, ", ldb ", ldb, ", ldc ", ldc);
+}
 inline int to_int(int64_t v, const char* what) {
   check(v >= 0 && v <= INT_MAX, "cuda::gemm", str(what, " in [0, 2^31)"), what, " = ", v);
   return static_cast<int>(v);
@@ -54,11 +62,7 @@ void gemm(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t k, T al
   const int im = detail::to_int(m, "m"), in = detail::to_int(n, "n"), ik = detail::to_int(k, "k");
   const int ilda = detail::to_int(lda, "lda"), ildb = detail::to_int(ldb, "ldb"),
             ildc = detail::to_int(ldc, "ldc");
-  // Row strides must cover a stored row (cuBLAS checks too, but this names our arguments).
-  const int need_a = opa == Op::N ? ik : im, need_b = opb == Op::N ? in : ik;
-  check(ilda >= need_a && ilda >= 1 && ildb >= need_b && ildb >= 1 && ildc >= in, "cuda::gemm",
-        "row strides at least the stored row lengths (and >= 1)", "m ", m, ", n ", n, ", k ", k,
-        ", lda ", lda, ", ldb ", ldb, ", ldc ", ldc);
+  detail::check_strides(opa, opb, m, n, k, lda, ldb, ldc);
   // Column-major: C^T (n, m) = op(B)^T (n, k) op(A)^T (k, m).
   VARNET_CUBLAS_CHECK(detail::gemm_call(ctx.blas(), detail::to_cublas(opb), detail::to_cublas(opa),
                                         in, im, ik, &alpha, b, ildb, a, ilda, &beta, c, ildc));
@@ -119,7 +123,51 @@ inline cublasStatus_t gemm_strided_call(cublasHandle_t h, cublasOperation_t ta,
   return cublasDgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc,
                                    sc, batch);
 }
+inline cublasStatus_t gemm_batched_call(cublasHandle_t h, cublasOperation_t ta,
+                                        cublasOperation_t tb, int m, int n, int k,
+                                        const float* alpha, const float* const* a, int lda,
+                                        const float* const* b, int ldb, const float* beta,
+                                        float* const* c, int ldc, int batch) {
+  return cublasSgemmBatched(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch);
+}
+inline cublasStatus_t gemm_batched_call(cublasHandle_t h, cublasOperation_t ta,
+                                        cublasOperation_t tb, int m, int n, int k,
+                                        const double* alpha, const double* const* a, int lda,
+                                        const double* const* b, int ldb, const double* beta,
+                                        double* const* c, int ldc, int batch) {
+  return cublasDgemmBatched(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch);
+}
 }  // namespace detail
+
+// `batch` row-major GEMMs C_i (m, n) = alpha op(A_i) op(B_i) + beta C_i, with A_i = a + i sa
+// (likewise B_i, C_i) and the row strides lda, ldb, ldc of gemm().
+template <class T>
+void gemm_strided(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t k, T alpha,
+                  const T* a, int64_t lda, int64_t sa, const T* b, int64_t ldb, int64_t sb, T beta,
+                  T* c, int64_t ldc, int64_t sc, int64_t batch) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  detail::check_strides(opa, opb, m, n, k, lda, ldb, ldc);
+  VARNET_CUBLAS_CHECK(detail::gemm_strided_call(
+      ctx.blas(), detail::to_cublas(opb), detail::to_cublas(opa), detail::to_int(n, "n"),
+      detail::to_int(m, "m"), detail::to_int(k, "k"), &alpha, b, detail::to_int(ldb, "ldb"), sb, a,
+      detail::to_int(lda, "lda"), sa, &beta, c, detail::to_int(ldc, "ldc"), sc,
+      detail::to_int(batch, "batch")));
+}
+
+// As gemm_strided, with the operands' addresses in device arrays of `batch` pointers each (for
+// batches no single stride describes).
+template <class T>
+void gemm_batched(GpuContext& ctx, Op opa, Op opb, int64_t m, int64_t n, int64_t k, T alpha,
+                  const T* const* a, int64_t lda, const T* const* b, int64_t ldb, T beta,
+                  T* const* c, int64_t ldc, int64_t batch) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  detail::check_strides(opa, opb, m, n, k, lda, ldb, ldc);
+  VARNET_CUBLAS_CHECK(detail::gemm_batched_call(
+      ctx.blas(), detail::to_cublas(opb), detail::to_cublas(opa), detail::to_int(n, "n"),
+      detail::to_int(m, "m"), detail::to_int(k, "k"), &alpha, b, detail::to_int(ldb, "ldb"), a,
+      detail::to_int(lda, "lda"), &beta, c, detail::to_int(ldc, "ldc"),
+      detail::to_int(batch, "batch")));
+}
 
 // c (count) = alpha (the sum of `chunks` partial arrays of `count`, in order) + beta c.
 template <class T>

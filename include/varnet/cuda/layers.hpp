@@ -24,6 +24,7 @@
 #include "varnet/cuda/gemm.hpp"
 #include "varnet/cuda/handle.hpp"
 #include "varnet/cuda/ops.hpp"
+#include "varnet/cuda/winograd.hpp"
 
 namespace varnet::cuda {
 
@@ -98,11 +99,14 @@ class Linear {
 };
 
 // Convolution: x and dx (N, C, H, W), y and dy (N, O, OH, OW), weight and dweight (O, R) with
-// R = C KH KW, bias and dbias (O) when ConvOptions::bias. Batched im2col and one GEMM per
-// product, as VarianceConv2d. With P = OH OW, scratch_size(in) = N P (R + O) + split-K space:
-//   columns (R, N P) | channel-major output (O, N P) | split_k_workspace(O, R, N P)
-// (backward overwrites the output part with dy channel-major, then the columns with W^T dy; the
-// weight gradient's long reduction over N P is split, cuda/gemm.hpp).
+// R = C KH KW, bias and dbias (O) when ConvOptions::bias. ConvOptions::algorithm picks, by the
+// same rule as the CPU layer (ops::uses_winograd), between:
+// - Winograd F(4x4, 3x3) (cuda/winograd.hpp), whose scratch is winograd_scratch(g, N);
+// - batched im2col and one GEMM per product, as VarianceConv2d. With P = OH OW, scratch_size(in)
+//   = N P (R + O) + split-K space:
+//     columns (R, N P) | channel-major output (O, N P) | split_k_workspace(O, R, N P)
+//   (backward overwrites the output part with dy channel-major, then the columns with W^T dy;
+//   the weight gradient's long reduction over N P is split, cuda/gemm.hpp).
 template <class T>
 class Conv2d {
  public:
@@ -110,6 +114,9 @@ class Conv2d {
     check(in_c > 0 && out_c > 0 && o.kernel > 0 && o.stride > 0 && o.pad >= 0, "cuda::Conv2d",
           "positive channels, kernel and stride, non-negative padding", "in ", in_c, ", out ",
           out_c, ", kernel ", o.kernel, ", stride ", o.stride, ", pad ", o.pad);
+    if (o.algorithm == ConvAlgorithm::Winograd)  // the kernel, stride and padding it needs
+      ops::uses_winograd(o.algorithm,
+                         ops::ConvGeometry{in_c, 8, 8, out_c, o.kernel, o.kernel, o.stride, o.pad});
   }
 
   const ConvOptions& options() const { return opt_; }
@@ -117,12 +124,15 @@ class Conv2d {
   ops::ConvGeometry geometry(const Shape& in) const {
     return layer_geometry("cuda::Conv2d", in_c_, out_c_, opt_, in);
   }
+  // Whether an input of this shape runs by Winograd.
+  bool winograd(const Shape& in) const { return ops::uses_winograd(opt_.algorithm, geometry(in)); }
   Shape output_shape(const Shape& in) const {
     const ops::ConvGeometry g = geometry(in);
     return Shape(in.n, out_c_, g.out_h(), g.out_w());
   }
   int64_t scratch_size(const Shape& in) const {
     const ops::ConvGeometry g = geometry(in);
+    if (winograd(in)) return winograd_scratch<T>(g, in.n);
     const int64_t NP = in.n * g.plane();
     return NP * (g.rows() + g.out_c) + split_k_workspace(g.out_c, g.rows(), NP);
   }
@@ -131,12 +141,13 @@ class Conv2d {
                T* scratch) const {
     const ops::ConvGeometry g = geometry(in);
     detail::expect_weights(w, opt_.bias, false, "Conv2d");
+    const T* bias = opt_.bias ? w.bias : nullptr;
+    if (winograd(in)) return winograd_conv_forward(ctx, x, w.weight, bias, y, in.n, g, scratch);
     const int64_t n = in.n, R = g.rows(), NP = n * g.plane();
     T *cols = scratch, *y2 = scratch + R * NP;
     im2col_forward(ctx, x, n, g, cols, static_cast<T*>(nullptr));
     gemm(ctx, Op::N, Op::N, g.out_c, NP, R, T(1), w.weight, cols, T(0), y2);  // (O, NP) = W cols
-    channel_major_to_nchw(ctx, static_cast<const T*>(y2), opt_.bias ? w.bias : nullptr, n, g.out_c,
-                          g.plane(), y);
+    channel_major_to_nchw(ctx, static_cast<const T*>(y2), bias, n, g.out_c, g.plane(), y);
   }
 
   void backward(GpuContext& ctx, const WeightTensors<T>& w, const Shape& in, const T* dy, T* dx,
@@ -145,11 +156,13 @@ class Conv2d {
     detail::expect_weights(w, opt_.bias, true, "Conv2d");
     const int64_t n = in.n, R = g.rows(), NP = n * g.plane();
     if (n == 0) return;  // nothing to add, and dx is empty
+    if (opt_.bias) bias_backward(ctx, dy, n, g.out_c, g.plane(), w.dbias);
+    if (winograd(in))
+      return winograd_conv_backward(ctx, dy, w.weight, w.dweight, dx, n, g, scratch);
     T *cols = scratch, *dy2 = scratch + R * NP, *split = dy2 + g.out_c * NP;
     nchw_to_channel_major(ctx, dy, n, g.out_c, g.plane(), dy2);  // dY2 (O, NP)
     gemm_split_k(ctx, Op::N, Op::T, g.out_c, R, NP, T(1), static_cast<const T*>(dy2),
                  static_cast<const T*>(cols), T(1), w.dweight, split);  // dW += dY2 cols^T
-    if (opt_.bias) bias_backward(ctx, dy, n, g.out_c, g.plane(), w.dbias);
     if (dx) {
       gemm(ctx, Op::T, Op::N, R, NP, g.out_c, T(1), w.weight, dy2, T(0), cols);  // W^T dY2
       im2col_backward(ctx, static_cast<const T*>(cols), n, g, static_cast<const T*>(nullptr), dx);

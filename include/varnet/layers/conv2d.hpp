@@ -4,6 +4,7 @@
 
 #include "varnet/layers/layer.hpp"
 #include "varnet/ops/conv_samples.hpp"
+#include "varnet/ops/winograd_conv.hpp"
 
 namespace varnet {
 
@@ -12,7 +13,19 @@ struct ConvOptions {
   int64_t stride = 1;
   int64_t pad = 0;
   bool bias = true;
+  // Deterministic Conv2d only; the stochastic convolutions always use im2col (their variance
+  // products must stay non-negative, which Winograd's signed transforms do not guarantee).
+  ConvAlgorithm algorithm = ConvAlgorithm::Auto;
 };
+
+inline const char* to_string(ConvAlgorithm a) {
+  return a == ConvAlgorithm::Auto ? "auto" : a == ConvAlgorithm::Im2col ? "im2col" : "winograd";
+}
+inline ConvAlgorithm parse_conv_algorithm(const std::string& s) {
+  for (ConvAlgorithm a : {ConvAlgorithm::Auto, ConvAlgorithm::Im2col, ConvAlgorithm::Winograd})
+    if (s == to_string(a)) return a;
+  throw Error(str("convolution algorithm: expected auto, im2col or winograd, found '", s, "'"));
+}
 
 // The pieces every convolution-shaped layer shares: geometry from the input shape and checks.
 template <class T>
@@ -55,9 +68,17 @@ class ConvShaped : public Layer<T> {
 template <class T>
 class Conv2d : public ConvShaped<T> {
  public:
-  Conv2d(int64_t in_c, int64_t out_c, ConvOptions o) : ConvShaped<T>(in_c, out_c, o) {}
+  Conv2d(int64_t in_c, int64_t out_c, ConvOptions o) : ConvShaped<T>(in_c, out_c, o) {
+    if (o.algorithm == ConvAlgorithm::Winograd)  // the kernel, stride and padding it needs
+      ops::uses_winograd(o.algorithm,
+                         ops::ConvGeometry{in_c, 8, 8, out_c, o.kernel, o.kernel, o.stride, o.pad});
+  }
 
   std::string kind() const override { return "Conv2d"; }
+  std::string describe() const override {
+    const ConvAlgorithm a = this->opt_.algorithm;
+    return ConvShaped<T>::describe() + (a == ConvAlgorithm::Auto ? "" : str(", ", to_string(a)));
+  }
   void declare(ParamTable& t) override {
     weight_ = t.declare(this->name() + ".weight", this->weight_shape(),
                         Init::fan_in(this->fan_in()), this->id());
@@ -65,20 +86,35 @@ class Conv2d : public ConvShaped<T> {
       bias_ = t.declare(this->name() + ".bias", Shape(this->out_c_, 1),
                         Init::fan_in(this->fan_in()), this->id());
   }
-  // the sample groups' weight and bias gradients (ops/conv_samples.hpp)
-  int64_t scratch_size(const Shape& in) const override {
-    return ops::conv_backward_scratch(in.n, this->geometry(in));
+  // Whether this layer computes an input of this shape by Winograd (ConvOptions::algorithm).
+  bool winograd(const Shape& in) const {
+    return ops::uses_winograd(this->opt_.algorithm, this->geometry(in));
   }
-  void forward(ConstView<T> x, TensorView<T> y, T*, const Context&) override {
-    ops::conv_forward_samples(x.data, this->param(weight_),
-                              this->opt_.bias ? this->param(bias_) : nullptr, y.data, x.shape.n,
-                              this->geometry(x.shape));
+  // im2col: the sample groups' weight and bias gradients (ops/conv_samples.hpp). Winograd: the
+  // transformed filters in forward, the groups' transformed gradients in backward.
+  int64_t scratch_size(const Shape& in) const override {
+    const ops::ConvGeometry g = this->geometry(in);
+    if (!winograd(in)) return ops::conv_backward_scratch(in.n, g);
+    return std::max(ops::winograd_forward_scratch(g), ops::winograd_backward_scratch(in.n, g));
+  }
+  void forward(ConstView<T> x, TensorView<T> y, T* scratch, const Context&) override {
+    const T* bias = this->opt_.bias ? this->param(bias_) : nullptr;
+    const ops::ConvGeometry g = this->geometry(x.shape);
+    if (winograd(x.shape))
+      ops::winograd_forward(x.data, this->param(weight_), bias, y.data, x.shape.n, g, scratch);
+    else
+      ops::conv_forward_samples(x.data, this->param(weight_), bias, y.data, x.shape.n, g);
   }
   void backward(ConstView<T> x, ConstView<T>, ConstView<T> dy, TensorView<T> dx, T* scratch,
                 const Context&) override {
-    ops::conv_backward_samples(x.data, dy.data, this->param(weight_), this->grad(weight_),
-                               this->opt_.bias ? this->grad(bias_) : nullptr, dx.data, x.shape.n,
-                               this->geometry(x.shape), scratch);
+    T* dbias = this->opt_.bias ? this->grad(bias_) : nullptr;
+    const ops::ConvGeometry g = this->geometry(x.shape);
+    if (winograd(x.shape))
+      ops::winograd_backward(x.data, dy.data, this->param(weight_), this->grad(weight_), dbias,
+                             dx.data, x.shape.n, g, scratch);
+    else
+      ops::conv_backward_samples(x.data, dy.data, this->param(weight_), this->grad(weight_), dbias,
+                                 dx.data, x.shape.n, g, scratch);
   }
 
  private:

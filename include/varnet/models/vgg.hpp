@@ -30,6 +30,7 @@ constexpr int kVggWeightLayers = 15;
 struct VggConfig : LayerChoice {
   double width = 1.0;                                     // multiplier of every width
   std::vector<int> stochastic_layers = {11, 12, 13, 14};  // weight layers 1-15 made stochastic
+  ConvAlgorithm conv_algorithm = ConvAlgorithm::Auto;     // of the deterministic convolutions
   LayerKind kind_of(int layer) const { return kind_in(layer, stochastic_layers); }
 };
 
@@ -54,7 +55,7 @@ Network<T> make_vgg(const VggConfig& cfg, Shape input, uint64_t seed) {
   const std::vector<int64_t> widths = vgg_widths(cfg.width);
   // A pool follows these convolutions (1-based).
   const auto pooled = [](int l) { return l == 2 || l == 4 || l == 7 || l == 10 || l == 13; };
-  const ConvOptions conv{3, 1, 1, false};  // "same" 3x3
+  const ConvOptions conv{3, 1, 1, false, cfg.conv_algorithm};  // "same" 3x3
 
   Network<T> net;
   int64_t c = input.c, h = input.h, w = input.w;

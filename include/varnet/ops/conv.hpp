@@ -12,6 +12,15 @@
 #include "varnet/core/parallel.hpp"
 #include "varnet/ops/gemm.hpp"
 
+namespace varnet {
+
+// How a deterministic convolution is computed (ConvOptions::algorithm). Auto: Winograd's
+// F(4x4, 3x3) where ops::winograd_pays says it is worth it, im2col and GEMM elsewhere. Winograd
+// is refused at construction for kernels other than 3x3 at stride 1 and padding 0-2.
+enum class ConvAlgorithm { Auto, Im2col, Winograd };
+
+}  // namespace varnet
+
 namespace varnet::ops {
 
 struct ConvGeometry {

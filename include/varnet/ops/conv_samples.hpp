@@ -122,12 +122,13 @@ void col2im_sample(const T* dcols, const ConvGeometry& g, T* dx) {
   }
 }
 
-// Runs body(b, acc) for every sample b < n, in parallel over groups of kSampleGroup samples,
-// where acc is the group's `width` accumulators, zeroed first. Afterwards partials[0, width)
-// holds the sum over all groups, added in group order. partials: sample_groups(n) * width values.
+// Runs body(b0, count, acc) for the samples [b0, b0 + count) of each group of kSampleGroup
+// samples, in parallel over the groups, where acc is the group's `width` accumulators, zeroed
+// first. Afterwards partials[0, width) holds the sum over all groups, added in group order, so
+// the result does not depend on the number of threads. partials: sample_groups(n) * width values.
 template <class T, class F>
-void accumulate_over_samples(int64_t n, int64_t width, T* partials, F&& body,
-                             int64_t work_per_sample) {
+void accumulate_over_groups(int64_t n, int64_t width, T* partials, F&& body,
+                            int64_t work_per_sample) {
   assert(n > 0 && "partials[0, width) is only written for a non-empty batch");
   const int64_t groups = sample_groups(n);
   parallel_for(
@@ -135,12 +136,24 @@ void accumulate_over_samples(int64_t n, int64_t width, T* partials, F&& body,
       [&](int64_t gi) {
         T* acc = partials + gi * width;
         std::fill(acc, acc + width, T(0));
-        for (int64_t b = gi * kSampleGroup; b < std::min(n, (gi + 1) * kSampleGroup); ++b)
-          body(b, acc);
+        const int64_t b0 = gi * kSampleGroup;
+        body(b0, std::min(n - b0, kSampleGroup), acc);
       },
       kSampleGroup * work_per_sample);
   auto total = VectorMap<T>(partials, width);
   for (int64_t gi = 1; gi < groups; ++gi) total += VectorMap<T>(partials + gi * width, width);
+}
+
+// As accumulate_over_groups, with body(b, acc) called for each sample b < n in turn.
+template <class T, class F>
+void accumulate_over_samples(int64_t n, int64_t width, T* partials, F&& body,
+                             int64_t work_per_sample) {
+  accumulate_over_groups(
+      n, width, partials,
+      [&](int64_t b0, int64_t count, T* acc) {
+        for (int64_t b = b0; b < b0 + count; ++b) body(b, acc);
+      },
+      work_per_sample);
 }
 
 // Scratch values conv_backward_samples needs: the groups' weight and bias gradients.
