@@ -135,6 +135,20 @@ TEST_CASE(
   CHECK(cuda_resume.status == 2);
   CHECK((cuda_resume.out.find("x.ckpt") != std::string::npos ||
          fixture::refused_for_no_gpu(cuda_resume)));  // a build without CUDA refuses first
+  // Every convolution by Winograd, 2x2 planes and the one-channel conv1 included.
+  const Run wino = run(data +
+                           "--conv winograd --width 0.125 --epochs 1 --batch 32 --augment off "
+                           "--samples 2 --test-limit 16 --eval-batch 16",
+                       log);
+  INFO(wino.out);
+  CHECK(wino.status == 0);
+  CHECK(wino.out.find("\"conv\":\"winograd\"") != std::string::npos);
+  CHECK(wino.out.find("conv1: Conv2d(1 -> 8, 3x3, stride 1, pad 1), winograd") !=
+        std::string::npos);
+  const Run bad_conv = run(data + "--conv fft", log);
+  CHECK(bad_conv.status == 2);
+  CHECK(bad_conv.out.find("--conv: expected one of") != std::string::npos);
+  CHECK(bad_conv.out.find("'fft'") != std::string::npos);
   const Run bad_width = run(data + "--width 0", log);
   CHECK(bad_width.status == 2);
   CHECK(bad_width.out.find("--width: expected a number in") != std::string::npos);

@@ -72,8 +72,8 @@ int main(int argc, char** argv) {
         varnet::ConvOptions o{3, 1, 1, false};
         o.algorithm = a == 0 ? varnet::ConvAlgorithm::Im2col : varnet::ConvAlgorithm::Winograd;
         const vc::Conv2d<float> conv(s.c, s.o, o);
-        vc::DeviceBuffer<float> scratch(size_t(conv.scratch_size(in))), y(size_t(y_n)),
-            dx(size_t(x_n));
+        vc::DeviceBuffer<float> scratch{size_t(conv.scratch_size(in))}, y{size_t(y_n)},
+            dx{size_t(x_n)};
         auto dw = vc::to_device(std::vector<float>(size_t(w_n), 0.0f), gpu.stream());
         vc::WeightTensors<float> wt;
         wt.weight = w.data();
