@@ -80,18 +80,29 @@ int64_t winograd_scratch(const ops::ConvGeometry& g, int64_t n) {
 }
 
 namespace detail {
+// Calls launch(I{}) with I = int32_t when a kernel over (channels, tiles) of planes
+// (N, channels, h, w) indexes only int32-sized ranges (its (36, channels, tiles.ld) buffer and its
+// planes), else with I = int64_t.
+template <class F>
+void with_index_type(int64_t channels, int64_t h, int64_t w, const kernels::WinogradTiles& tiles,
+                     F&& launch) {
+  if (fits_int32(winograd::kPoints * channels * tiles.ld) && fits_int32(tiles.n * channels * h * w))
+    launch(int32_t{});
+  else
+    launch(int64_t{});
+}
+
 // v (36, channels, tiles.ld) from planes (N, channels, h, w), windows offset by -pad.
 template <class T>
 void winograd_inputs(GpuContext& ctx, const T* x, int64_t channels, int64_t h, int64_t w,
                      int64_t pad, const kernels::WinogradTiles& tiles, T* v) {
   const int64_t total = channels * tiles.ld;
   if (total == 0) return;
-  if (fits_int32(winograd::kPoints * total) && fits_int32(tiles.n * channels * h * w))
-    kernels::winograd_input_kernel<T, int32_t><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
-        x, int32_t(channels), int32_t(h), int32_t(w), int32_t(pad), tiles, v);
-  else
-    kernels::winograd_input_kernel<T, int64_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, channels, h, w, pad, tiles, v);
+  with_index_type(channels, h, w, tiles, [&](auto i) {
+    using I = decltype(i);
+    kernels::winograd_input_kernel<T, I><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
+        x, I(channels), I(h), I(w), I(pad), tiles, v);
+  });
   VARNET_CUDA_CHECK_LAUNCH("winograd_input_kernel");
 }
 
@@ -101,12 +112,11 @@ void winograd_outputs(GpuContext& ctx, const T* m, int64_t channels, int64_t h, 
                       const kernels::WinogradTiles& tiles, const T* bias, T* y) {
   const int64_t total = channels * tiles.tiles();
   if (total == 0) return;
-  if (fits_int32(winograd::kPoints * channels * tiles.ld) && fits_int32(tiles.n * channels * h * w))
-    kernels::winograd_output_kernel<T, int32_t><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
-        m, int32_t(channels), int32_t(h), int32_t(w), tiles, bias, y);
-  else
-    kernels::winograd_output_kernel<T, int64_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(m, channels, h, w, tiles, bias, y);
+  with_index_type(channels, h, w, tiles, [&](auto i) {
+    using I = decltype(i);
+    kernels::winograd_output_kernel<T, I><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
+        m, I(channels), I(h), I(w), tiles, bias, y);
+  });
   VARNET_CUDA_CHECK_LAUNCH("winograd_output_kernel");
 }
 
@@ -116,13 +126,11 @@ void winograd_output_grads(GpuContext& ctx, const T* dy, int64_t channels, int64
                            const kernels::WinogradTiles& tiles, T* dm) {
   const int64_t total = channels * tiles.ld;
   if (total == 0) return;
-  if (fits_int32(winograd::kPoints * total) && fits_int32(tiles.n * channels * h * w))
-    kernels::winograd_output_grad_kernel<T, int32_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(dy, int32_t(channels), int32_t(h),
-                                                         int32_t(w), tiles, dm);
-  else
-    kernels::winograd_output_grad_kernel<T, int64_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(dy, channels, h, w, tiles, dm);
+  with_index_type(channels, h, w, tiles, [&](auto i) {
+    using I = decltype(i);
+    kernels::winograd_output_grad_kernel<T, I>
+        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(dy, I(channels), I(h), I(w), tiles, dm);
+  });
   VARNET_CUDA_CHECK_LAUNCH("winograd_output_grad_kernel");
 }
 
