@@ -114,9 +114,7 @@ class Conv2d {
     check(in_c > 0 && out_c > 0 && o.kernel > 0 && o.stride > 0 && o.pad >= 0, "cuda::Conv2d",
           "positive channels, kernel and stride, non-negative padding", "in ", in_c, ", out ",
           out_c, ", kernel ", o.kernel, ", stride ", o.stride, ", pad ", o.pad);
-    if (o.algorithm == ConvAlgorithm::Winograd)  // the kernel, stride and padding it needs
-      ops::uses_winograd(o.algorithm,
-                         ops::ConvGeometry{in_c, 8, 8, out_c, o.kernel, o.kernel, o.stride, o.pad});
+    ops::check_conv_algorithm(o.algorithm, o.kernel, o.stride, o.pad);
   }
 
   const ConvOptions& options() const { return opt_; }

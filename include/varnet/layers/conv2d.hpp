@@ -69,9 +69,7 @@ template <class T>
 class Conv2d : public ConvShaped<T> {
  public:
   Conv2d(int64_t in_c, int64_t out_c, ConvOptions o) : ConvShaped<T>(in_c, out_c, o) {
-    if (o.algorithm == ConvAlgorithm::Winograd)  // the kernel, stride and padding it needs
-      ops::uses_winograd(o.algorithm,
-                         ops::ConvGeometry{in_c, 8, 8, out_c, o.kernel, o.kernel, o.stride, o.pad});
+    ops::check_conv_algorithm(o.algorithm, o.kernel, o.stride, o.pad);
   }
 
   std::string kind() const override { return "Conv2d"; }

@@ -32,11 +32,24 @@ inline bool winograd_pays(const ConvGeometry& g) {
   return winograd_applies(g) && g.out_h() >= 8 && g.out_w() >= 8 && g.in_c >= 16 && g.out_c >= 16;
 }
 
+namespace detail {
+inline void require_winograd(const ConvGeometry& g) {
+  check(winograd_applies(g), "convolution", "a 3x3 kernel, stride 1 and padding 0-2 for Winograd",
+        "kernel ", g.k_h, "x", g.k_w, ", stride ", g.stride, ", pad ", g.pad);
+}
+}  // namespace detail
+
+// Throws unless a layer of this kernel, stride and padding can take algorithm `a` (only
+// ConvAlgorithm::Winograd has conditions); layers call it at construction.
+inline void check_conv_algorithm(ConvAlgorithm a, int64_t kernel, int64_t stride, int64_t pad) {
+  if (a == ConvAlgorithm::Winograd)
+    detail::require_winograd(ConvGeometry{1, kernel, kernel, 1, kernel, kernel, stride, pad});
+}
+
 inline bool uses_winograd(ConvAlgorithm a, const ConvGeometry& g) {
   if (a == ConvAlgorithm::Im2col) return false;
   if (a == ConvAlgorithm::Auto) return winograd_pays(g);
-  check(winograd_applies(g), "convolution", "a 3x3 kernel, stride 1 and padding 0-2 for Winograd",
-        "kernel ", g.k_h, "x", g.k_w, ", stride ", g.stride, ", pad ", g.pad);
+  detail::require_winograd(g);
   return true;
 }
 
