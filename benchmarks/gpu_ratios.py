@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Side-by-side ratios of the GPU benchmarks of one scripts/gpu-check.sh run:
 
-    gpu_ratios.py bench_lrt.json bench_step.json torch_reference.json
+    gpu_ratios.py bench_lrt.json bench_step.json torch_reference.json [bench_conv.json]
 
-bench_lrt.json and bench_step.json come from benchmarks/gpu/, torch_reference.json from
-benchmarks/torch_reference.py on the same GPU in the same call. Prints each ratio beside the GPU
-issue's target; a missing file or entry is reported and skipped. Exits 0 (ratios are measured,
-not asserted).
+bench_lrt.json, bench_step.json and bench_conv.json come from benchmarks/gpu/,
+torch_reference.json from benchmarks/torch_reference.py on the same GPU in the same call. Prints
+each ratio beside the GPU issues' target where they name one (the convolutions alone: the ratio
+only); a missing file or entry is reported and skipped. Exits 0 (ratios are measured, not
+asserted).
 """
 import json
 import sys
@@ -21,9 +22,13 @@ def load(path):
         return None
 
 
-def row(label, ratio, target, better="higher"):
+def row(label, ratio, target=None, better="higher"):
+    """One ratio; with a target, whether it is met (no target: the ratio alone)."""
     if ratio is None:
         print(f"  {label:<58} n/a")
+        return
+    if target is None:
+        print(f"  {label:<58} {ratio:7.2f}x")
         return
     met = ratio >= target if better == "higher" else ratio <= target
     sign = ">=" if better == "higher" else "<="
@@ -31,10 +36,11 @@ def row(label, ratio, target, better="higher"):
 
 
 def main() -> int:
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5):
         print(__doc__)
         return 2
-    lrt, step, torch = (load(p) for p in sys.argv[1:])
+    lrt, step, torch = (load(p) for p in sys.argv[1:4])
+    conv = load(sys.argv[4]) if len(sys.argv) == 5 else None
     print(f"GPU ratios ({(lrt or step or torch or {}).get('device', 'device unknown')})")
 
     if lrt and torch:
@@ -52,6 +58,20 @@ def main() -> int:
                     t["median_ms"]["torch_fwd"] / ms["fused_fwd"], 5 if shape[0] == 128 else 1)
                 row(f"dense {name} forward+backward: PyTorch eager / varnet",
                     t["median_ms"]["torch_fwd_bwd"] / ms["fused_fwd_bwd"], 1)
+
+    if lrt:  # convolutional variance layers: no target in the issue; side by side
+        theirs_conv = {(r["name"], r["n"]): r for r in (torch or {}).get("conv_results", [])}
+        for r in lrt.get("conv_results", []):
+            ms = r["median_ms"]
+            row(f"conv {r['name']} forward: varnet fused / its GEMM alone",
+                ms["fused_fwd"] / ms["gemm_fwd"])
+            row(f"conv {r['name']} forward: unfused / fused", ms["unfused_fwd"] / ms["fused_fwd"])
+            t = theirs_conv.get((r["name"], r["n"]))
+            if t:
+                row(f"conv {r['name']} forward: PyTorch eager / varnet",
+                    t["median_ms"]["torch_fwd"] / ms["fused_fwd"])
+                row(f"conv {r['name']} forward+backward: PyTorch eager / varnet",
+                    t["median_ms"]["torch_fwd_bwd"] / ms["fused_fwd_bwd"])
 
     if step and torch:
         theirs = {r["variant"]: r["ms"] for r in torch.get("lenet5_step", [])}
@@ -71,6 +91,15 @@ def main() -> int:
         te, ve = torch.get("lenet5_ensemble"), step.get("lenet5_ensemble")
         if te and ve and te.get("images") == ve.get("images"):
             row("10-sample ensemble, 10,000 images: PyTorch / varnet", te["ms"] / ve["ms"], 1)
+
+    if conv and torch:  # deterministic 3x3 convolutions: varnet's two algorithms against cuDNN
+        theirs_3x3 = {r["shape"]: r for r in torch.get("conv3x3", [])}
+        for r in conv.get("conv", []):
+            t = theirs_3x3.get(r["shape"])
+            if t and t.get("batch") == conv.get("batch"):
+                for algo in ("winograd", "im2col"):
+                    row(f"conv {r['shape']} fwd+bwd: cuDNN / varnet {algo}",
+                        t["step_ms"] / r[f"{algo}_step_ms"])
     return 0
 
 

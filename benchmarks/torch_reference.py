@@ -8,6 +8,12 @@
    at the same shapes (N x I x O = 128x800x500 and 4096x4096x4096), timed the same way: warm-up,
    then the median of CUDA-event timings. Also the matmul alone (the floor) and forward +
    backward through autograd ("results" in the JSON).
+   The convolutional Gaussian variance layer at bench_lrt's convolution shapes (LeNet-5's conv1
+   and conv2, a 64-channel 32x32 VGG convolution and the VGG's conv 11, batch 128):
+   y = bias + eps * sqrt(conv2d(x * x, sigma * sigma) + e0), with the convolution of x^2 alone
+   as cuDNN's floor ("conv_results").
+   benchmarks/gpu/bench_conv.cu's deterministic 3x3 convolutions (VGG conv 2, 4, 6 and 9, batch
+   128, padding 1, no bias) by cuDNN, forward and forward + backward ("conv3x3").
 2. The LeNet-5 (Caffe variant) training step at batch 128: conv 20 5x5 - BN - ReLU - pool 2 -
    conv 50 5x5 - BN - ReLU - pool 2 - fc 500 - BN - ReLU - fc 10, no weight biases; a variance
    layer in place of a weight layer has only sigma (uniform in +-1/sqrt(fan_in)) and outputs
@@ -29,7 +35,7 @@
 
 Prints the JSON and then a short table; writes the JSON to argv[1] if given. Exits 0 with a
 message when torch is not installed. Without a GPU it runs on the CPU, kept short: the small
-dense shape only, few LeNet-5 steps, a 1,000-image ensemble and the VGG step at 1/8 width
+dense shape and LeNet-5's conv1 only, few LeNet-5 steps, a 1,000-image ensemble and the VGG step at 1/8 width
 (widths 8 8 P 16 16 P 32 32 32 P 64 64 64 P 64 64 64 P, fc 64) and batch 32, 1 warm-up and 3
 timed steps (the "device" key says "cpu"; "width" 0.125 and "batch" 32 in "vgg_step").
 """
@@ -83,6 +89,62 @@ def main() -> int:
                 times.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(times)
 
+    results = dense_benchmarks(torch, device, cuda, median_ms, e0)
+    conv_results = conv_benchmarks(torch, device, cuda, median_ms, e0)
+    conv3x3 = conv3x3_benchmarks(torch, device, cuda, median_ms)
+    lenet_steps, ensemble = lenet5_benchmarks(torch, device, cuda, median_ms, e0)
+    vgg_steps = vgg_benchmarks(torch, device, cuda, median_ms, e0)
+
+    out = {
+        "benchmark": "torch_reference",
+        "torch": torch.__version__,
+        "torch_version": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "cuda": torch.version.cuda,
+        "precision": "fp32 (no TF32)",
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "method": ("median of CUDA-event timings" if cuda else "median of wall-clock timings")
+        + " after warm-up",
+        "results": results,
+        "conv_results": conv_results,
+        "conv3x3": conv3x3,
+        "lenet5_step": lenet_steps,
+        "lenet5_ensemble": ensemble,
+        "vgg_step": vgg_steps,
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if len(sys.argv) > 1:
+        with open(sys.argv[1], "w") as f:
+            f.write(text + "\n")
+
+    print(f"\nPyTorch {torch.__version__} eager fp32 on {out['device']}:")
+    for r in conv_results:
+        print(f"  conv variance layer {r['name']:20s} batch {r['n']}: forward "
+              f"{r['median_ms']['torch_fwd']:8.3f} ms, forward+backward "
+              f"{r['median_ms']['torch_fwd_bwd']:8.3f} ms, convolution alone "
+              f"{r['median_ms']['conv_fwd']:8.3f} ms")
+    for r in conv3x3:
+        print(f"  conv2d {r['shape']:22s} batch {r['batch']}: forward {r['fwd_ms']:8.3f} ms, "
+              f"forward+backward {r['step_ms']:8.3f} ms")
+    for r in lenet_steps:
+        print(f"  LeNet-5 step {r['variant']:8s} batch {r['batch']}: {r['ms']:8.3f} ms "
+              f"{r['img_per_s']:10.0f} img/s")
+    print(f"  LeNet-5 var1 ensemble {ensemble['samples']} x {ensemble['images']} images "
+          f"(batch {ensemble['batch']}): {ensemble['ms']:8.3f} ms {ensemble['img_per_s']:10.0f} "
+          "img/s")
+    for r in vgg_steps:
+        print(f"  VGG step {r['variant']:5s} width {r['width']:g} batch {r['batch']}: "
+              f"{r['ms']:8.3f} ms {r['img_per_s']:10.0f} img/s")
+    ok = (all(r["check"]["ok"] for r in results + conv_results)
+          and all(r["loss_finite"] for r in lenet_steps) and ensemble["check"]["ok"]
+          and all(r["loss_finite"] for r in vgg_steps))
+    return 0 if ok else 1
+
+
+def dense_benchmarks(torch, device, cuda, median_ms, e0):
+    """The dense Gaussian variance layer at bench_lrt's shapes: the matmul alone, the layer's
+    forward (no autograd) and forward + backward ("results" in the JSON)."""
     shapes = [(128, 800, 500, 200), (4096, 4096, 4096, 50)]
     if not cuda:
         shapes = [(128, 800, 500, 20)]
@@ -129,43 +191,100 @@ def main() -> int:
             "ratios": {"torch_fwd/gemm": ms["torch_fwd"] / ms["gemm_fwd"]},
         })
 
-    lenet_steps, ensemble = lenet5_benchmarks(torch, device, cuda, median_ms, e0)
-    vgg_steps = vgg_benchmarks(torch, device, cuda, median_ms, e0)
+    return results
 
-    out = {
-        "benchmark": "torch_reference",
-        "torch": torch.__version__,
-        "torch_version": torch.__version__,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "cuda": torch.version.cuda,
-        "precision": "fp32 (no TF32)",
-        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "method": ("median of CUDA-event timings" if cuda else "median of wall-clock timings")
-        + " after warm-up",
-        "results": results,
-        "lenet5_step": lenet_steps,
-        "lenet5_ensemble": ensemble,
-        "vgg_step": vgg_steps,
-    }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if len(sys.argv) > 1:
-        with open(sys.argv[1], "w") as f:
-            f.write(text + "\n")
 
-    print(f"\nPyTorch {torch.__version__} eager fp32 on {out['device']}:")
-    for r in lenet_steps:
-        print(f"  LeNet-5 step {r['variant']:8s} batch {r['batch']}: {r['ms']:8.3f} ms "
-              f"{r['img_per_s']:10.0f} img/s")
-    print(f"  LeNet-5 var1 ensemble {ensemble['samples']} x {ensemble['images']} images "
-          f"(batch {ensemble['batch']}): {ensemble['ms']:8.3f} ms {ensemble['img_per_s']:10.0f} "
-          "img/s")
-    for r in vgg_steps:
-        print(f"  VGG step {r['variant']:5s} width {r['width']:g} batch {r['batch']}: "
-              f"{r['ms']:8.3f} ms {r['img_per_s']:10.0f} img/s")
-    ok = (all(r["check"]["ok"] for r in results) and all(r["loss_finite"] for r in lenet_steps)
-          and ensemble["check"]["ok"] and all(r["loss_finite"] for r in vgg_steps))
-    return 0 if ok else 1
+def conv_benchmarks(torch, device, cuda, median_ms, e0):
+    """The convolutional Gaussian variance layer at bench_lrt's convolution shapes (same names):
+    y = bias + eps * sqrt(conv2d(x * x, sigma * sigma) + e0). The convolution of x^2 alone is
+    cuDNN's floor ("conv_fwd"); forward without autograd and forward + backward through autograd
+    ("conv_results" in the JSON). On the CPU only LeNet-5's conv1, with few repeats."""
+    import torch.nn.functional as F
+
+    # name, batch, channels, side, filters, kernel, padding, repeats (as in bench_lrt.cu)
+    shapes = [("lenet conv1", 128, 1, 28, 20, 5, 0, 200),
+              ("lenet conv2", 128, 20, 12, 50, 5, 0, 200),
+              ("vgg 64->64 32x32", 128, 64, 32, 64, 3, 1, 50),
+              ("vgg conv11 512 2x2", 128, 512, 2, 512, 3, 1, 200)]
+    if not cuda:
+        shapes = [("lenet conv1", 128, 1, 28, 20, 5, 0, 5)]
+    results = []
+    for name, n, c, side, o, k, pad, repeats in shapes:
+        bound = 1.0 / math.sqrt(c * k * k)
+        x = (torch.rand(n, c, side, side, device=device) * 2 - 1).requires_grad_(True)
+        sigma = ((torch.rand(o, c, k, k, device=device) * 2 - 1) * bound).requires_grad_(True)
+        bias = ((torch.rand(o, device=device) * 2 - 1) * bound).requires_grad_(True)
+        x2_const = (x * x).detach()
+        s2_const = (sigma * sigma).detach()
+        out_side = side + 2 * pad - k + 1
+        g = torch.rand(n, o, out_side, out_side, device=device) * 2 - 1
+
+        def conv_fwd():
+            with torch.no_grad():
+                return F.conv2d(x2_const, s2_const, padding=pad)
+
+        def forward():
+            v = F.conv2d(x * x, sigma * sigma, padding=pad)
+            return bias.view(1, -1, 1, 1) + torch.randn_like(v) * torch.sqrt(v + e0)
+
+        def fwd_nograd():
+            with torch.no_grad():
+                return forward()
+
+        def fwd_bwd():
+            x.grad = sigma.grad = bias.grad = None
+            forward().backward(g)
+
+        with torch.no_grad():  # correctness first: the standardised noise looks N(0, 1)
+            v = conv_fwd()
+            z = (forward() - bias.view(1, -1, 1, 1)) / torch.sqrt(v + e0)
+            mean, var = z.mean().item(), z.var().item()
+        ok = abs(mean) < 0.02 and abs(var - 1) < 0.03
+        warmup = 5 if cuda else 1
+        ms = {
+            "conv_fwd": median_ms(conv_fwd, warmup, repeats),
+            "torch_fwd": median_ms(fwd_nograd, warmup, repeats),
+            "torch_fwd_bwd": median_ms(fwd_bwd, warmup, repeats),
+        }
+        results.append({
+            "name": name, "n": n, "c": c, "side": side, "out": o, "kernel": k, "pad": pad,
+            "repeats": repeats, "median_ms": ms,
+            "check": {"noise_mean": mean, "noise_var": var, "ok": ok},
+            "ratios": {"torch_fwd/conv_fwd": ms["torch_fwd"] / ms["conv_fwd"]},
+        })
+    return results
+
+
+def conv3x3_benchmarks(torch, device, cuda, median_ms):
+    """The deterministic 3x3 convolutions of benchmarks/gpu/bench_conv.cu (same shape names,
+    batch 128, padding 1, no bias) by cuDNN: forward without autograd, and forward + backward
+    (input and weight gradients) through autograd ("conv3x3" in the JSON). On the CPU only the
+    first shape at batch 8, with few repeats."""
+    import torch.nn.functional as F
+
+    shapes = [("conv2 64->64 32x32", 64, 64, 32), ("conv4 128->128 16x16", 128, 128, 16),
+              ("conv6 256->256 8x8", 256, 256, 8), ("conv9 512->512 4x4", 512, 512, 4)]
+    batch, repeats, warmup = (128, 30, 3) if cuda else (8, 3, 1)
+    if not cuda:
+        shapes = shapes[:1]
+    results = []
+    for name, c, o, side in shapes:
+        x = (torch.rand(batch, c, side, side, device=device) * 2 - 1).requires_grad_(True)
+        w = ((torch.rand(o, c, 3, 3, device=device) * 2 - 1) * 0.05).requires_grad_(True)
+        g = torch.rand(batch, o, side, side, device=device) * 2 - 1
+
+        def fwd():
+            with torch.no_grad():
+                return F.conv2d(x, w, padding=1)
+
+        def step():
+            x.grad = w.grad = None
+            F.conv2d(x, w, padding=1).backward(g)
+
+        results.append({"shape": name, "batch": batch, "repeats": repeats,
+                        "fwd_ms": median_ms(fwd, warmup, repeats),
+                        "step_ms": median_ms(step, warmup, repeats)})
+    return results
 
 
 def weight_layer_factory(torch, e0):

@@ -131,9 +131,9 @@ for bench in bench_lrt bench_step bench_conv; do
 done
 if python3 -c 'import torch' > /dev/null 2>&1; then
   run_stage torch_reference "$OUT/torch_reference.log" \
-    timeout 180 python3 benchmarks/torch_reference.py "$OUT/torch_reference.json"
+    timeout 240 python3 benchmarks/torch_reference.py "$OUT/torch_reference.json"
   python3 benchmarks/gpu_ratios.py "$OUT/bench_lrt.json" "$OUT/bench_step.json" \
-    "$OUT/torch_reference.json" | tee "$OUT/ratios.txt" || true
+    "$OUT/torch_reference.json" "$OUT/bench_conv.json" | tee "$OUT/ratios.txt" || true
 else
   echo "torch is not importable: PyTorch reference not run" | tee "$OUT/torch_reference.log"
   record torch_reference not-run
