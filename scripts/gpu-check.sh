@@ -9,7 +9,8 @@
 #   4. trains the LeNet-5 example for a few epochs on the GPU and on the CPU with the same seed, when
 #      MNIST-format data is found ($VARNET_DATA, else /usr/share/datasets/fashion-mnist, else
 #      .data/fashion-mnist in the repository), and prints both results;
-#   5. with VARNET_VGG_EPOCHS=N, trains the VGG example on the GPU for N epochs on the same data.
+#   5. with VARNET_VGG_EPOCHS=N, trains the VGG example on the GPU for N epochs on the same data
+#      (and, with VARNET_VGG_TF32=1, again with TF32 tensor cores).
 # Every stage's output is kept under $OUT (default ./gpu-out). A failing stage does not stop the
 # later ones; the script exits non-zero at the end if any stage failed.
 #
@@ -22,6 +23,7 @@
 #       # -DVARNET_NATIVE=OFF)
 #   VARNET_EPOCHS=3 scripts/gpu-check.sh     # LeNet-5 epochs in step 4 [2]
 #   VARNET_VGG_EPOCHS=20 scripts/gpu-check.sh # also train the VGG example on the GPU (step 5)
+#   VARNET_VGG_EPOCHS=20 VARNET_VGG_TF32=1 scripts/gpu-check.sh # and again with --tf32
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -141,9 +143,15 @@ fi
 
 # ---- 4. the LeNet-5 example on the GPU and on the CPU, same seed ----
 DATA=${VARNET_DATA:-}
-for d in /usr/share/datasets/fashion-mnist .data/fashion-mnist; do
-  [ -n "$DATA" ] || { [ -f "$d/t10k-labels-idx1-ubyte.gz" ] && DATA=$d; } || true
-done
+if [ -z "$DATA" ]; then
+  for d in /usr/share/datasets/fashion-mnist .data/fashion-mnist; do
+    # the IDX files gzipped (Debian's package) or not
+    if [ -f "$d/t10k-labels-idx1-ubyte.gz" ] || [ -f "$d/t10k-labels-idx1-ubyte" ]; then
+      DATA=$d
+      break
+    fi
+  done
+fi
 if [ -n "$DATA" ] && built examples/lenet5; then
   for device in cuda cpu; do
     run_stage "lenet5-$device" "$OUT/lenet5-$device.log" timeout 600 \
@@ -161,6 +169,12 @@ if [ "$VGG_EPOCHS" -gt 0 ] && [ -n "$DATA" ] && built examples/vgg; then
   run_stage vgg-cuda "$OUT/vgg-cuda.log" timeout 1200 \
     "./$BUILD_DIR/examples/vgg" --data "$DATA" --device cuda --epochs "$VGG_EPOCHS" \
     --samples 1,10,100 --seed 1
+  # VARNET_VGG_TF32=1: the same run with TF32 tensor cores in the GEMMs, for TF32's accuracy effect
+  if [ "${VARNET_VGG_TF32:-0}" = 1 ]; then
+    run_stage vgg-cuda-tf32 "$OUT/vgg-cuda-tf32.log" timeout 1200 \
+      "./$BUILD_DIR/examples/vgg" --data "$DATA" --device cuda --epochs "$VGG_EPOCHS" \
+      --samples 1,10,100 --seed 1 --tf32
+  fi
 fi
 
 # ---- summary ----
@@ -185,6 +199,7 @@ for device in cuda cpu; do
   [ -f "$OUT/lenet5-$device.log" ] && echo "  lenet5 --device $device: $(tail -1 "$OUT/lenet5-$device.log" | cut -c1-400)"
 done
 [ -f "$OUT/vgg-cuda.log" ] && echo "  vgg --device cuda: $(tail -1 "$OUT/vgg-cuda.log" | cut -c1-400)"
+[ -f "$OUT/vgg-cuda-tf32.log" ] && echo "  vgg --device cuda --tf32: $(tail -1 "$OUT/vgg-cuda-tf32.log" | cut -c1-400)"
 true
 echo "  outputs: $OUT"
 exit $FAILED
