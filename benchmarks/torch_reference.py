@@ -142,6 +142,45 @@ def main() -> int:
     return 0 if ok else 1
 
 
+def time_variance_layer(torch, op, floor_name, x, sigma, bias, g, e0, median_ms, warmup, repeats):
+    """A Gaussian variance layer y = bias + eps * sqrt(op(x * x, sigma * sigma) + e0), eps ~ N(0, 1)
+    per output (op: a matmul or a convolution; bias broadcast over the output's channel dim 1).
+    Checks first that the standardised noise looks N(0, 1), then times op alone on constant
+    squares (floor_name), the forward without autograd ("torch_fwd") and forward + backward of
+    g through autograd ("torch_fwd_bwd"). Returns the medians and the check."""
+    x2_const = (x * x).detach()
+    s2_const = (sigma * sigma).detach()
+    b = bias.view(1, -1, *([1] * (x.dim() - 2)))
+
+    def floor():
+        with torch.no_grad():
+            return op(x2_const, s2_const)
+
+    def forward():
+        v = op(x * x, sigma * sigma)
+        return b + torch.randn_like(v) * torch.sqrt(v + e0)
+
+    def fwd_nograd():
+        with torch.no_grad():
+            return forward()
+
+    def fwd_bwd():
+        x.grad = sigma.grad = bias.grad = None
+        forward().backward(g)
+
+    with torch.no_grad():
+        z = (forward() - b) / torch.sqrt(floor() + e0)
+        mean, var = z.mean().item(), z.var().item()
+    check = {"noise_mean": mean, "noise_var": var,
+             "ok": abs(mean) < 0.02 and abs(var - 1) < 0.03}
+    ms = {
+        floor_name: median_ms(floor, warmup, repeats),
+        "torch_fwd": median_ms(fwd_nograd, warmup, repeats),
+        "torch_fwd_bwd": median_ms(fwd_bwd, warmup, repeats),
+    }
+    return ms, check
+
+
 def dense_benchmarks(torch, device, cuda, median_ms, e0):
     """The dense Gaussian variance layer at bench_lrt's shapes: the matmul alone, the layer's
     forward (no autograd) and forward + backward ("results" in the JSON)."""
@@ -155,42 +194,13 @@ def dense_benchmarks(torch, device, cuda, median_ms, e0):
         sigma = ((torch.rand(o, i, device=device) * 2 - 1) * bound).requires_grad_(True)
         bias = ((torch.rand(o, device=device) * 2 - 1) * bound).requires_grad_(True)
         g = torch.rand(n, o, device=device) * 2 - 1
-        x2_const = (x * x).detach()
-        s2_const = (sigma * sigma).detach()
-
-        def gemm_fwd():
-            with torch.no_grad():
-                return x2_const @ s2_const.T
-
-        def forward():
-            v = (x * x) @ (sigma * sigma).T
-            return bias + torch.randn_like(v) * torch.sqrt(v + e0)
-
-        def fwd_nograd():
-            with torch.no_grad():
-                return forward()
-
-        def fwd_bwd():
-            x.grad = sigma.grad = bias.grad = None
-            forward().backward(g)
-
-        with torch.no_grad():  # correctness first: the standardised noise looks N(0, 1)
-            v = x2_const @ s2_const.T
-            z = (forward() - bias) / torch.sqrt(v + e0)
-            mean, var = z.mean().item(), z.var().item()
-        ok = abs(mean) < 0.02 and abs(var - 1) < 0.03
         warmup = 5 if cuda else 2
-        ms = {
-            "gemm_fwd": median_ms(gemm_fwd, warmup, repeats),
-            "torch_fwd": median_ms(fwd_nograd, warmup, repeats),
-            "torch_fwd_bwd": median_ms(fwd_bwd, warmup, repeats),
-        }
+        ms, check = time_variance_layer(torch, lambda a, s2: a @ s2.T, "gemm_fwd", x, sigma, bias,
+                                        g, e0, median_ms, warmup, repeats)
         results.append({
-            "n": n, "in": i, "out": o, "repeats": repeats, "median_ms": ms,
-            "check": {"noise_mean": mean, "noise_var": var, "ok": ok},
+            "n": n, "in": i, "out": o, "repeats": repeats, "median_ms": ms, "check": check,
             "ratios": {"torch_fwd/gemm": ms["torch_fwd"] / ms["gemm_fwd"]},
         })
-
     return results
 
 
@@ -214,42 +224,15 @@ def conv_benchmarks(torch, device, cuda, median_ms, e0):
         x = (torch.rand(n, c, side, side, device=device) * 2 - 1).requires_grad_(True)
         sigma = ((torch.rand(o, c, k, k, device=device) * 2 - 1) * bound).requires_grad_(True)
         bias = ((torch.rand(o, device=device) * 2 - 1) * bound).requires_grad_(True)
-        x2_const = (x * x).detach()
-        s2_const = (sigma * sigma).detach()
         out_side = side + 2 * pad - k + 1
         g = torch.rand(n, o, out_side, out_side, device=device) * 2 - 1
-
-        def conv_fwd():
-            with torch.no_grad():
-                return F.conv2d(x2_const, s2_const, padding=pad)
-
-        def forward():
-            v = F.conv2d(x * x, sigma * sigma, padding=pad)
-            return bias.view(1, -1, 1, 1) + torch.randn_like(v) * torch.sqrt(v + e0)
-
-        def fwd_nograd():
-            with torch.no_grad():
-                return forward()
-
-        def fwd_bwd():
-            x.grad = sigma.grad = bias.grad = None
-            forward().backward(g)
-
-        with torch.no_grad():  # correctness first: the standardised noise looks N(0, 1)
-            v = conv_fwd()
-            z = (forward() - bias.view(1, -1, 1, 1)) / torch.sqrt(v + e0)
-            mean, var = z.mean().item(), z.var().item()
-        ok = abs(mean) < 0.02 and abs(var - 1) < 0.03
         warmup = 5 if cuda else 1
-        ms = {
-            "conv_fwd": median_ms(conv_fwd, warmup, repeats),
-            "torch_fwd": median_ms(fwd_nograd, warmup, repeats),
-            "torch_fwd_bwd": median_ms(fwd_bwd, warmup, repeats),
-        }
+        ms, check = time_variance_layer(
+            torch, lambda a, s2: F.conv2d(a, s2, padding=pad), "conv_fwd", x, sigma, bias, g, e0,
+            median_ms, warmup, repeats)
         results.append({
             "name": name, "n": n, "c": c, "side": side, "out": o, "kernel": k, "pad": pad,
-            "repeats": repeats, "median_ms": ms,
-            "check": {"noise_mean": mean, "noise_var": var, "ok": ok},
+            "repeats": repeats, "median_ms": ms, "check": check,
             "ratios": {"torch_fwd/conv_fwd": ms["torch_fwd"] / ms["conv_fwd"]},
         })
     return results

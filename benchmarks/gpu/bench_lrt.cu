@@ -148,6 +148,32 @@ void time_variants(vc::GpuContext& ctx, const Variants& f, int repeats, Result& 
   result.ms["unfused_fwd_bwd"] = median_ms(ctx, warmup, repeats, f.unfused_fwd_bwd);
 }
 
+// A fused layer's tensors on the device: x (x_n values) and dy (y_n) uniform in [-1, 1], sigma
+// (w_n) and bias (o) uniform in [-bound, bound] (random seeds seed .. seed + 3); y, dx and the
+// layer's scratch; dsigma and dbias zeroed; w points at them.
+struct LayerData {
+  vc::DeviceBuffer<float> x, sigma, bias, dy, dsigma, dbias, y, dx, scratch;
+  vc::VarianceTensors<float> w;
+  LayerData(vc::GpuContext& ctx, int64_t x_n, int64_t w_n, int64_t o, int64_t y_n,
+            int64_t scratch_n, float bound, uint32_t seed)
+      : x{vc::to_device(random_vector(size_t(x_n), seed, -1.f, 1.f), ctx.stream())},
+        sigma{vc::to_device(random_vector(size_t(w_n), seed + 1, -bound, bound), ctx.stream())},
+        bias{vc::to_device(random_vector(size_t(o), seed + 2, -bound, bound), ctx.stream())},
+        dy{vc::to_device(random_vector(size_t(y_n), seed + 3, -1.f, 1.f), ctx.stream())},
+        dsigma{size_t(w_n)},
+        dbias{size_t(o)},
+        y{size_t(y_n)},
+        dx{size_t(x_n)},
+        scratch{size_t(scratch_n)} {
+    dsigma.zero(ctx.stream());
+    dbias.zero(ctx.stream());
+    w.param = sigma.data();
+    w.bias = bias.data();
+    w.dparam = dsigma.data();
+    w.dbias = dbias.data();
+  }
+};
+
 struct DenseShape {
   int64_t n, in, out;
   int repeats;
@@ -161,23 +187,10 @@ bool run_dense(vc::GpuContext& ctx, const DenseShape& s, Result& result) {
   opt.bias = true;
   opt.e0 = e0;
   const vc::VarianceLinear<float> layer(I, O, opt);
-  const float bound = 1.0f / std::sqrt(float(I));
-
-  auto x = vc::to_device(random_vector(static_cast<size_t>(NI), 1, -1.f, 1.f), ctx.stream());
-  auto sigma =
-      vc::to_device(random_vector(static_cast<size_t>(OI), 2, -bound, bound), ctx.stream());
-  auto bias = vc::to_device(random_vector(static_cast<size_t>(O), 3, -bound, bound), ctx.stream());
-  auto dy = vc::to_device(random_vector(static_cast<size_t>(NO), 4, -1.f, 1.f), ctx.stream());
-  vc::DeviceBuffer<float> dsigma(static_cast<size_t>(OI)), dbias(static_cast<size_t>(O)),
-      y(static_cast<size_t>(NO)), dx(static_cast<size_t>(NI));
-  vc::DeviceBuffer<float> scratch(size_t(layer.scratch_size(N)));
-  dsigma.zero(ctx.stream());
-  dbias.zero(ctx.stream());
-  vc::VarianceTensors<float> w;
-  w.param = sigma.data();
-  w.bias = bias.data();
-  w.dparam = dsigma.data();
-  w.dbias = dbias.data();
+  LayerData d(ctx, NI, OI, O, NO, layer.scratch_size(N), 1.0f / std::sqrt(float(I)), 1);
+  auto &x = d.x, &sigma = d.sigma, &bias = d.bias, &dy = d.dy, &dsigma = d.dsigma, &dbias = d.dbias,
+       &y = d.y, &dx = d.dx, &scratch = d.scratch;
+  const vc::VarianceTensors<float>& w = d.w;
   const varnet::NoiseKey key{42, 0, 1, 0};
   const auto sample = varnet::PredictMode::sample;
 
@@ -284,23 +297,10 @@ bool run_conv(vc::GpuContext& ctx, const ConvShape& s, Result& result) {
   const varnet::ops::ConvGeometry g = layer.geometry(in);
   const int64_t N = s.n, O = s.o, P = g.plane(), R = g.rows(), NP = N * P, OR = O * R,
                 NI = in.numel(), NOP = N * O * P;
-  const float bound = 1.0f / std::sqrt(float(R));
-
-  auto x = vc::to_device(random_vector(static_cast<size_t>(NI), 11, -1.f, 1.f), ctx.stream());
-  auto sigma =
-      vc::to_device(random_vector(static_cast<size_t>(OR), 12, -bound, bound), ctx.stream());
-  auto bias = vc::to_device(random_vector(static_cast<size_t>(O), 13, -bound, bound), ctx.stream());
-  auto dy = vc::to_device(random_vector(static_cast<size_t>(NOP), 14, -1.f, 1.f), ctx.stream());
-  vc::DeviceBuffer<float> dsigma(static_cast<size_t>(OR)), dbias(static_cast<size_t>(O)),
-      y(static_cast<size_t>(NOP)), dx(static_cast<size_t>(NI));
-  vc::DeviceBuffer<float> scratch(size_t(layer.scratch_size(in)));
-  dsigma.zero(ctx.stream());
-  dbias.zero(ctx.stream());
-  vc::VarianceTensors<float> w;
-  w.param = sigma.data();
-  w.bias = bias.data();
-  w.dparam = dsigma.data();
-  w.dbias = dbias.data();
+  LayerData d(ctx, NI, OR, O, NOP, layer.scratch_size(in), 1.0f / std::sqrt(float(R)), 11);
+  auto &x = d.x, &sigma = d.sigma, &bias = d.bias, &dy = d.dy, &dsigma = d.dsigma, &dbias = d.dbias,
+       &y = d.y, &dx = d.dx, &scratch = d.scratch;
+  const vc::VarianceTensors<float>& w = d.w;
   const varnet::NoiseKey key{42, 0, 1, 0};
   const auto sample = varnet::PredictMode::sample;
 
