@@ -1,6 +1,6 @@
 // Elementwise maps, layout transforms and the bias reduction on the GPU. CPU twins:
-// ZeroMeanWeights::variance / grad_from_variance (layers/variance.hpp), ReLU (layers/
-// activations.hpp), ops::channel_major_to_nchw / nchw_to_channel_major / bias_backward
+// ZeroMeanWeights::variance / grad_from_variance (layers/variance.hpp), ReLU, LeakyReLU and Tanh
+// (layers/activations.hpp), ops::channel_major_to_nchw / nchw_to_channel_major / bias_backward
 // (ops/conv.hpp) and fill_with_bias (layers/variance.hpp).
 //
 // Layouts: y, dy (N, O, P) contiguous (P = H * W, 1 for dense); channel-major Y2 (O, N * P).
@@ -85,6 +85,36 @@ template <class T>
 __global__ void relu_backward_kernel(int64_t count, const T* __restrict__ y, const T* dy, T* dx) {
   for (int64_t k = thread_index(); k < count; k += grid_stride())
     dx[k] = y[k] > T(0) ? dy[k] : T(0);
+}
+
+// y = x where x > 0, else slope * x. y may be x.
+template <class T>
+__global__ void leaky_relu_forward_kernel(int64_t count, T slope, const T* x, T* y) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride())
+    y[k] = x[k] > T(0) ? x[k] : mul_rn(slope, x[k]);
+}
+
+// dx = dy where the input x > 0, else slope * dy (the CPU reads x, not y). dx may be dy.
+template <class T>
+__global__ void leaky_relu_backward_kernel(int64_t count, T slope, const T* __restrict__ x,
+                                           const T* dy, T* dx) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride())
+    dx[k] = x[k] > T(0) ? dy[k] : mul_rn(slope, dy[k]);
+}
+
+// y = tanh(x). y may be x. The CPU's Eigen tanh (a rational approximation in float) and tanhf
+// differ by a few ulps, so unlike the other maps this one is not bit for bit.
+template <class T>
+__global__ void tanh_forward_kernel(int64_t count, const T* x, T* y) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride()) y[k] = vtanh(x[k]);
+}
+
+// dx = dy (1 - y^2) with y the saved output, rounded as the CPU's dy * (1 - y * y) without a
+// fused multiply-add. dx may be dy.
+template <class T>
+__global__ void tanh_backward_kernel(int64_t count, const T* __restrict__ y, const T* dy, T* dx) {
+  for (int64_t k = thread_index(); k < count; k += grid_stride())
+    dx[k] = mul_rn(dy[k], sub_rn(T(1), mul_rn(y[k], y[k])));
 }
 
 // y (N, O, P) = Y2 (O, N * P) (+ bias[o] when bias is not null). One thread per element of y;

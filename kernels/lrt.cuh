@@ -6,7 +6,9 @@
 // Backward: dL/dv = g * eps / (2 sqrt(v + e0)), eps recomputed from the key: unlike the CPU,
 //           which overwrites v with r = eps / (2 s), the GPU keeps v and stores no noise. The
 //           arithmetic is ordered as on the CPU (r first, then r * g) and done with
-//           round-to-nearest intrinsics, so both backends give the same dL/dv for the same v.
+//           round-to-nearest intrinsics. r itself is rounded differently: eps / (2 s) here, the
+//           CPU's 0.5 eps (1 / s) (with a refined rsqrt under AVX2), so the two dL/dv agree to a
+//           few ulps (about 2e-7 relative in float), not bit for bit.
 // Input gradient: dx = dx_mean + 2 x * t, t = dL/dv . sigma2 (a GEMM result), in one pass.
 //
 // step: when not null, the key's step is read from this device word when the kernel runs, so that

@@ -27,6 +27,12 @@ __device__ __forceinline__ float vlog(float x) {
 __device__ __forceinline__ double vlog(double x) {
   return log(x);
 }
+__device__ __forceinline__ float vtanh(float x) {
+  return tanhf(x);
+}
+__device__ __forceinline__ double vtanh(double x) {
+  return tanh(x);
+}
 
 __device__ __forceinline__ float add_rn(float a, float b) {
   return __fadd_rn(a, b);

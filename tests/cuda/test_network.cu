@@ -24,6 +24,21 @@ namespace {
 // noise draw or missing term shows up at O(1).
 constexpr double kNetworkRtol = 1e-3;
 
+// A layer of the test's own (y = -x): no GPU version exists of it.
+class Negate : public varnet::Elementwise<float> {
+ public:
+  std::string kind() const override { return "Negate"; }
+  void forward(varnet::ConstView<float> x, varnet::TensorView<float> y, float*,
+               const varnet::Context&) override {
+    for (int64_t i = 0; i < x.numel(); ++i) y[i] = -x[i];
+  }
+  void backward(varnet::ConstView<float>, varnet::ConstView<float>, varnet::ConstView<float> dy,
+                varnet::TensorView<float> dx, float*, const varnet::Context&) override {
+    if (!dx.data) return;
+    for (int64_t i = 0; i < dy.numel(); ++i) dx[i] = -dy[i];
+  }
+};
+
 varnet::Network<float> lenet(const std::vector<int>& variance_layers, int64_t side, uint64_t seed) {
   varnet::LeNet5Config cfg;
   cfg.variance_layers = variance_layers;
@@ -62,7 +77,7 @@ TEST_CASE("cuda::Network forward and backward match the host LeNet-5", "[cuda][n
 TEST_CASE("cuda::Network refuses layers it has no GPU version of", "[cuda][network]") {
   varnet::Network<float> host;
   host.emplace<varnet::Linear<float>>("fc1", 4, 8);
-  host.emplace<varnet::Tanh<float>>("act");  // CPU only
+  host.emplace<Negate>("act");
   host.emplace<varnet::Linear<float>>("fc2", 8, 2);
   host.build(varnet::Shape(1, 4), 1);
   CHECK_THROWS_WITH(vc::Network<float>(gpu(), host), Catch::Matchers::Contains("act"));

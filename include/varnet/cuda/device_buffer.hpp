@@ -3,10 +3,14 @@
 // Like Tensor, a buffer keeps its capacity when resized to something smaller, so a training loop
 // that reuses buffers allocates nothing after its first, largest batch. Copies take a stream and
 // wait for it: they are for setting up and reading back, not for the hot path.
+//
+// Every device allocation the library makes goes through detail::device_malloc (DeviceBuffer's
+// growth and GpuContext's cuBLAS workspace), which counts it in device_allocations().
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -16,6 +20,30 @@
 #include "varnet/cuda/check.hpp"
 
 namespace varnet::cuda {
+
+namespace detail {
+
+// Successful cudaMalloc calls by the library in this process, over all threads and devices.
+inline std::atomic<uint64_t> device_allocation_count{0};
+
+// cudaMalloc of `bytes`, counted; throws varnet::Error when it fails (and counts nothing then).
+inline void* device_malloc(size_t bytes) {
+  void* p = nullptr;
+  VARNET_CUDA_CHECK(cudaMalloc(&p, bytes));
+  device_allocation_count.fetch_add(1, std::memory_order_relaxed);
+  return p;
+}
+
+}  // namespace detail
+
+// How many device allocations (successful cudaMalloc calls) the library has made in this process
+// so far, all threads and devices together; frees do not lower it. Tests assert with it that a
+// training step after the first allocates nothing (tests/cuda/test_allocations.cu): cudaMalloc
+// may synchronise the device, and a stream capture refuses it. Costs one relaxed atomic increment
+// per allocation. Memory that cuBLAS, the driver or cudaGraphInstantiate allocate is not counted.
+inline uint64_t device_allocations() noexcept {
+  return detail::device_allocation_count.load(std::memory_order_relaxed);
+}
 
 template <class T>
 class DeviceBuffer {
@@ -48,9 +76,7 @@ class DeviceBuffer {
       check(count <= std::numeric_limits<size_t>::max() / sizeof(T), "DeviceBuffer::resize",
             "an element count whose byte size fits in size_t", count);
       release();
-      T* p = nullptr;
-      VARNET_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p), count * sizeof(T)));
-      ptr_ = p;
+      ptr_ = static_cast<T*>(detail::device_malloc(count * sizeof(T)));
       capacity_ = count;
     }
     size_ = count;

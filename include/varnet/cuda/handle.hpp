@@ -13,6 +13,7 @@
 #include <cstddef>
 
 #include "varnet/cuda/check.hpp"
+#include "varnet/cuda/device_buffer.hpp"
 
 namespace varnet::cuda {
 
@@ -27,7 +28,7 @@ class GpuContext {
     try {
       VARNET_CUBLAS_CHECK(cublasCreate(&blas_));
       VARNET_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
-      VARNET_CUDA_CHECK(cudaMalloc(&workspace_, kBlasWorkspace));
+      workspace_ = detail::device_malloc(kBlasWorkspace);  // counted in device_allocations()
       VARNET_CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, kBlasWorkspace));
     } catch (...) {
       destroy();

@@ -1,7 +1,7 @@
 // The deterministic layers of LeNet-5 and VGG on the GPU: Linear, Conv2d, BatchNorm, MaxPool2d
-// and ReLU. The CPU layers of the same names (include/varnet/layers/) are the reference; these
-// take the same parameter layouts, so the values of a CPU Network's buffers can be uploaded and
-// used as they are:
+// and ReLU, and the other activations, LeakyReLU and Tanh. The CPU layers of the same names
+// (include/varnet/layers/) are the reference; these take the same parameter layouts, so the values
+// of a CPU Network's buffers can be uploaded and used as they are:
 //   Linear     weight (O, I), bias (O)                      "<name>.weight", "<name>.bias"
 //   Conv2d     weight (O, C, KH, KW) = (O, R), bias (O)     "<name>.weight", "<name>.bias"
 //   BatchNorm  gamma (C), beta (C); state running_mean (C), running_var (C)
@@ -292,6 +292,42 @@ class ReLU {
   }
   void backward(GpuContext& ctx, const Shape& in, const T* y, const T* dy, T* dx) const {
     if (dx) relu_backward(ctx, y, dy, dx, in.numel());
+  }
+};
+
+// LeakyReLU on any shape: y = x where x > 0, else slope * x; backward reads the input x, as the
+// CPU layer does. The slope is the host layer's (varnet::LeakyReLU::slope), already in T.
+template <class T>
+class LeakyReLU {
+ public:
+  explicit LeakyReLU(T slope) : slope_(slope) {}
+  Shape output_shape(const Shape& in) const { return in; }
+  int64_t scratch_size(const Shape& /*in*/) const { return 0; }
+  T slope() const { return slope_; }
+
+  void forward(GpuContext& ctx, const Shape& in, const T* x, T* y) const {
+    leaky_relu_forward(ctx, slope_, x, y, in.numel());
+  }
+  void backward(GpuContext& ctx, const Shape& in, const T* x, const T* dy, T* dx) const {
+    if (dx) leaky_relu_backward(ctx, slope_, x, dy, dx, in.numel());
+  }
+
+ private:
+  T slope_;
+};
+
+// Tanh on any shape: y = tanh(x); backward reads the saved output y (dx = dy (1 - y^2)).
+template <class T>
+class Tanh {
+ public:
+  Shape output_shape(const Shape& in) const { return in; }
+  int64_t scratch_size(const Shape& /*in*/) const { return 0; }
+
+  void forward(GpuContext& ctx, const Shape& in, const T* x, T* y) const {
+    tanh_forward(ctx, x, y, in.numel());
+  }
+  void backward(GpuContext& ctx, const Shape& in, const T* y, const T* dy, T* dx) const {
+    if (dx) tanh_backward(ctx, y, dy, dx, in.numel());
   }
 };
 

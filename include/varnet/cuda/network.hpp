@@ -6,13 +6,15 @@
 //     CPU, save or checkpoint;
 //   - the GPU draws the same noise as the CPU (same layer ids, same NoiseKey), and the parity
 //     tests compare the two networks' outputs and gradients directly.
-// Supported layers: Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, VarianceConv2d /
-// VarianceLinear (Gaussian, Bernoulli or uniform weights), the baselines' GaussianDropout*,
-// VariationalDropout* and SparseVD* (Linear and Conv2d) and Dropout. Any other layer (LeakyReLU,
-// Tanh) is refused at construction with its name. The KL term of the variational-dropout layers
-// is computed on the device (add_kl_gradient), for cuda::Trainer's kl_weight.
-// Per-layer prediction modes (Layer::mode_override) are copied when the mirror is made. A ReLU
-// right after a BatchNorm is fused into it (the batch norm's kernels apply it, both ways).
+// Supported layers: every layer of the library, that is Conv2d, Linear, BatchNorm, ReLU,
+// LeakyReLU, Tanh, MaxPool2d, Flatten, VarianceConv2d / VarianceLinear (Gaussian, Bernoulli or
+// uniform weights), the baselines' GaussianDropout*, VariationalDropout* and SparseVD* (Linear
+// and Conv2d) and Dropout. Any other layer (a user's own Layer subclass) is refused at
+// construction with its name. The KL term of the variational-dropout layers is computed on the
+// device (add_kl_gradient), for cuda::Trainer's kl_weight. Per-layer prediction modes
+// (Layer::mode_override) are copied when the mirror is made. A ReLU (only a ReLU, not a
+// LeakyReLU) right after a BatchNorm is fused into it (the batch norm's kernels apply it, both
+// ways).
 //
 // Activations live in workspace slots as on the host (slot k: sample k of the K-sample
 // objective); a slot's buffers grow to the largest batch seen and are reused, so a training step
@@ -230,6 +232,38 @@ class ReluAdapter : public GpuLayer<T> {
 };
 
 template <class T>
+class LeakyReluAdapter : public GpuLayer<T> {
+ public:
+  explicit LeakyReluAdapter(const varnet::LeakyReLU<T>& h) : GpuLayer<T>(h), layer_(h.slope()) {}
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
+    layer_.forward(p.gpu, in, x, y);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
+                T*) override {
+    layer_.backward(p.gpu, in, x, dy, dx);
+  }
+
+ private:
+  cuda::LeakyReLU<T> layer_;
+};
+
+template <class T>
+class TanhAdapter : public GpuLayer<T> {
+ public:
+  using GpuLayer<T>::GpuLayer;
+  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
+    layer_.forward(p.gpu, in, x, y);
+  }
+  void backward(const Pass<T>& p, const Shape& in, const T*, const T* y, const T* dy, T* dx,
+                T*) override {
+    layer_.backward(p.gpu, in, y, dy, dx);
+  }
+
+ private:
+  cuda::Tanh<T> layer_;
+};
+
+template <class T>
 class PoolAdapter : public GpuLayer<T> {
  public:
   explicit PoolAdapter(const varnet::MaxPool2d<T>& h)
@@ -422,6 +456,9 @@ std::unique_ptr<GpuLayer<T>> mirror(const Layer<T>& l, const ParamTable& t) {
   if (auto* c = dynamic_cast<const varnet::BatchNorm<T>*>(&l))
     return std::make_unique<BatchNormAdapter<T>>(*c, t);
   if (dynamic_cast<const varnet::ReLU<T>*>(&l)) return std::make_unique<ReluAdapter<T>>(l);
+  if (auto* c = dynamic_cast<const varnet::LeakyReLU<T>*>(&l))
+    return std::make_unique<LeakyReluAdapter<T>>(*c);
+  if (dynamic_cast<const varnet::Tanh<T>*>(&l)) return std::make_unique<TanhAdapter<T>>(l);
   if (auto* c = dynamic_cast<const varnet::MaxPool2d<T>*>(&l))
     return std::make_unique<PoolAdapter<T>>(*c);
   if (dynamic_cast<const varnet::Flatten<T>*>(&l))
@@ -436,9 +473,9 @@ std::unique_ptr<GpuLayer<T>> mirror(const Layer<T>& l, const ParamTable& t) {
   if (auto* c = dynamic_cast<const varnet::Dropout<T>*>(&l))
     return std::make_unique<DropoutAdapter<T>>(*c);
   fail("cuda::Network",
-       "layers with a GPU version (Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, Flatten, "
-       "VarianceConv2d, VarianceLinear, GaussianDropout*, VariationalDropout*, SparseVD* and "
-       "Dropout)",
+       "layers with a GPU version (Conv2d, Linear, BatchNorm, ReLU, LeakyReLU, Tanh, MaxPool2d, "
+       "Flatten, VarianceConv2d, VarianceLinear, GaussianDropout*, VariationalDropout*, SparseVD* "
+       "and Dropout)",
        str("layer '", l.name(), "' of kind ", l.kind()));
 }
 

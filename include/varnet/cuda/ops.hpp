@@ -235,6 +235,41 @@ void relu_backward(GpuContext& ctx, const T* y, const T* dy, T* dx, int64_t coun
   VARNET_CUDA_CHECK_LAUNCH("relu_backward_kernel");
 }
 
+// y = x > 0 ? x : slope * x (y may be x).
+template <class T>
+void leaky_relu_forward(GpuContext& ctx, T slope, const T* x, T* y, int64_t count) {
+  if (count <= 0) return;
+  kernels::leaky_relu_forward_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, slope, x, y);
+  VARNET_CUDA_CHECK_LAUNCH("leaky_relu_forward_kernel");
+}
+
+// dx = x > 0 ? dy : slope * dy with x the layer's input (dx may be dy).
+template <class T>
+void leaky_relu_backward(GpuContext& ctx, T slope, const T* x, const T* dy, T* dx, int64_t count) {
+  if (count <= 0) return;
+  kernels::leaky_relu_backward_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, slope, x, dy, dx);
+  VARNET_CUDA_CHECK_LAUNCH("leaky_relu_backward_kernel");
+}
+
+// y = tanh(x) (y may be x).
+template <class T>
+void tanh_forward(GpuContext& ctx, const T* x, T* y, int64_t count) {
+  if (count <= 0) return;
+  kernels::tanh_forward_kernel<T><<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, x, y);
+  VARNET_CUDA_CHECK_LAUNCH("tanh_forward_kernel");
+}
+
+// dx = dy (1 - y^2) with y the saved output (dx may be dy).
+template <class T>
+void tanh_backward(GpuContext& ctx, const T* y, const T* dy, T* dx, int64_t count) {
+  if (count <= 0) return;
+  kernels::tanh_backward_kernel<T>
+      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, y, dy, dx);
+  VARNET_CUDA_CHECK_LAUNCH("tanh_backward_kernel");
+}
+
 // y (N, O, P) = Y2 (O, N * P) (+ bias[o]; bias may be null).
 template <class T>
 void channel_major_to_nchw(GpuContext& ctx, const T* y2, const T* bias, int64_t n, int64_t o,

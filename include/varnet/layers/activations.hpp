@@ -49,6 +49,8 @@ class LeakyReLU : public Elementwise<T> {
   }
   std::string kind() const override { return "LeakyReLU"; }
   std::string describe() const override { return str(kind(), "(", slope_, ")"); }
+  // The slope for x <= 0, in T (the GPU twin takes it from here).
+  T slope() const { return slope_; }
   void forward(ConstView<T> x, TensorView<T> y, T*, const Context&) override {
     const int64_t n = x.numel();
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : slope_ * x[i];
