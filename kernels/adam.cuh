@@ -1,7 +1,9 @@
 // Adam over a network's flat parameter buffer in one kernel; the CPU twin is varnet::Adam in
 // include/varnet/nn/optimizer.hpp. The scalars are computed on the host exactly as the CPU does,
 // and the per-element arithmetic follows the CPU's operation order with round-to-nearest
-// intrinsics (no fused multiply-adds), so both backends take the same step:
+// intrinsics (no fused multiply-adds) and a correctly rounded sqrt, as the CPU's, so both
+// backends take the same step (bit for bit in tests/emulation; a CPU build that fuses the CPU
+// side's multiply-adds may differ by an ulp):
 //   m = b1 m + (1 - b1) g
 //   v = b2 v + (1 - b2) g^2
 //   p = p - (step m) / (sqrt(v / c2) + eps),   step = lr / c1,  c_i = 1 - beta_i^t

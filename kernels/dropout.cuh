@@ -23,8 +23,14 @@ __global__ void dropout_forward_kernel(BatchNoise noise, const uint32_t* step, i
   for (int64_t g = thread_index(); g < groups; g += grid_stride()) {
     const BatchNoise::Group grp = noise.group(g, count, row_numel);
     const Philox4x32::Counter words = grp.key.block(grp.block);
-    for (int64_t i = grp.first; i < grp.end; ++i) {
-      const T mask = static_cast<T>(uniform_open01(words.v[i - grp.first]) < keep ? 1.0f : 0.0f);
+    // A group holds at most 4 elements. The lane is a compile-time index once the loop is
+    // unrolled, so the four words stay in registers (indexed by i - grp.first they went to the
+    // stack).
+#pragma unroll
+    for (int lane = 0; lane < 4; ++lane) {
+      const int64_t i = grp.first + lane;
+      if (i >= grp.end) break;
+      const T mask = static_cast<T>(uniform_open01(words.v[lane]) < keep ? 1.0f : 0.0f);
       out[i] = mul_rn(mul_rn(mask, in[i]), scale);
     }
   }

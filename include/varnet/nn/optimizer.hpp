@@ -58,11 +58,14 @@ class Adam {
       auto v = ops::VectorMap<T>(v_.data() + b, n).array();
       m = b1 * m + (1 - b1) * g;
       v = b2 * v + (1 - b2) * g.square();
+      // A correctly rounded square root, as the GPU's sqrt_rn: Eigen's vectorised sqrt (under
+      // its default EIGEN_FAST_MATH) is an rsqrt estimate refined once, an ulp off on some
+      // elements (tests/emulation/test_emulated_kernels.cpp). Scalar, and cheap beside a step.
+      const auto root = (v / c2).unaryExpr([](T x) { return std::sqrt(x); });
       if (lr_scale_.empty())
-        p -= step * m / ((v / c2).sqrt() + eps);
+        p -= step * m / (root + eps);
       else
-        p -= step * ops::ConstVectorMap<T>(lr_scale_.data() + b, n).array() * m /
-             ((v / c2).sqrt() + eps);
+        p -= step * ops::ConstVectorMap<T>(lr_scale_.data() + b, n).array() * m / (root + eps);
     });
   }
   // Multiplies the learning rate of parameters [offset, offset + count) by `scale`, e.g. a faster

@@ -1,0 +1,240 @@
+// A host stand-in for <cuda_runtime.h>, so that the unmodified kernels in kernels/*.cuh compile
+// with a plain C++20 compiler and run on the CPU (tests/emulation/test_emulated_kernels.cpp).
+// It is first on that test's include path only; nothing else sees it, and it needs no CUDA
+// toolkit.
+//
+// What it provides, and why:
+//   - the CUDA keywords as host C++: __global__/__device__/__host__ vanish, __forceinline__ is
+//     inline, and __shared__ is `static` (one copy per kernel instantiation, which is the running
+//     block's, because emu::launch runs blocks one after another);
+//   - dim3/uint3/float4, thread-local threadIdx/blockIdx and global blockDim/gridDim;
+//   - __syncthreads as a std::barrier over the running block's threads;
+//   - the round-to-nearest intrinsics (__fadd_rn, __dmul_rn, ...) as plain IEEE operations.
+//     Compile with -ffp-contract=off, or the host compiler may fuse a * b + c, differently in a
+//     kernel and in its CPU twin. Device math (expf, log1p, ...) is the host libm's (<math.h>,
+//     global namespace, as device code calls it);
+//   - emu::launch(grid, block, threaded, body), which runs `body` (a lambda calling the kernel)
+//     once per emulated thread; see there.
+//
+// What it cannot emulate:
+//   - warps: no warp-synchronous execution, shuffles, votes or atomics (the kernels use none);
+//     code relying on lockstep within a warp would pass here and fail on a GPU, or the reverse;
+//   - inter-block races: blocks run one after another, so blocks that race through global memory
+//     give the sequential answer here;
+//   - the memory model: the barrier orders everything, which is stronger than CUDA's; and a
+//     __shared__ array keeps the previous block's values where a GPU has garbage, so a read
+//     before a write goes unnoticed;
+//   - the device's libm: CUDA's expf, logf, tanhf, ... may differ from glibc's in the last ulp,
+//     so where a kernel calls them the test compares with a tolerance;
+//   - FMA contraction: nvcc contracts a * b + c in plain expressions by default; here nothing is
+//     contracted, so only the kernels' *_rn-ordered arithmetic is checked against its device
+//     behaviour. Plain expressions may round differently on the device;
+//   - resources and launch limits: registers, shared-memory size, 1024 threads per block.
+#pragma once
+
+#if defined(__CUDACC__)
+#error "tests/emulation/cuda_runtime.h is for host compilers; nvcc must use the real header"
+#endif
+
+#include <math.h>  // expf, logf, ... in the global namespace, as device code calls them
+
+#include <barrier>
+#include <cmath>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+// Tests check this to make sure the shim, not the toolkit's header, was found.
+#define VARNET_CUDA_EMULATION 1
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+
+struct uint3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}  // NOLINT
+};
+struct alignas(16) float4 {  // the 16-byte vector some kernels load and store
+  float x, y, z, w;
+};
+
+// The running thread's indices (each emulated thread sets its own), and the launch's shape.
+inline thread_local uint3 threadIdx;
+inline thread_local uint3 blockIdx;
+inline dim3 blockDim;
+inline dim3 gridDim;
+
+// Round-to-nearest arithmetic: what IEEE operations do anyway, without contraction.
+// clang-format off
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline double __dsqrt_rn(double a) { return std::sqrt(a); }
+// clang-format on
+
+namespace emu {
+
+// A launch that broke the rules: __syncthreads in a sequential launch, threads of one block that
+// called __syncthreads a different number of times, or an exception inside a threaded kernel.
+struct LaunchError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+inline thread_local std::barrier<>* t_barrier = nullptr;  // the running block's, threaded only
+inline thread_local int64_t t_syncs = 0;                  // __syncthreads calls of this thread
+
+// Worker threads kept for the whole run: creating 256 threads cost 11 ms (34 ms under ASan), as
+// much as twenty barrier phases, so launches reuse them rather than start threads per block.
+// One launch at a time.
+class Pool {
+ public:
+  using Job = std::function<void(unsigned worker)>;
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      stop_ = true;
+    }
+    start_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  // Runs job(w) on workers w < n, each on its own thread; returns when all have returned.
+  void run(unsigned n, const Job& job) {
+    std::unique_lock<std::mutex> lock(m_);
+    while (threads_.size() < n) {
+      const unsigned w = unsigned(threads_.size());
+      threads_.emplace_back([this, w] { loop(w); });
+    }
+    job_ = &job;
+    active_ = n;
+    pending_ = n;
+    ++generation_;
+    start_.notify_all();
+    done_.wait(lock, [&] { return pending_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void loop(unsigned w) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(m_);
+    for (;;) {
+      start_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      if (w >= active_) continue;
+      const Job* job = job_;
+      lock.unlock();
+      (*job)(w);
+      lock.lock();
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+  std::mutex m_;
+  std::condition_variable start_, done_;
+  std::vector<std::thread> threads_;
+  const Job* job_ = nullptr;
+  unsigned active_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+inline Pool& pool() {
+  static Pool p;
+  return p;
+}
+
+inline uint3 coords(unsigned i, const dim3& d) {
+  return uint3{i % d.x, i / d.x % d.y, i / (d.x * d.y)};
+}
+}  // namespace detail
+
+// Runs body() once per thread of a grid x block launch, with threadIdx, blockIdx, blockDim and
+// gridDim set as the kernel expects; body is typically [&] { some_kernel<T>(args...); }.
+//   threaded = false: plain loops over blocks and threads on the calling thread. Fast; for
+//     kernels without __syncthreads (calling it throws LaunchError).
+//   threaded = true: blocks one after another, each block's threads as concurrent std::threads
+//     meeting at a std::barrier in __syncthreads (a thread that returns drops out of it, so a
+//     divergent barrier cannot deadlock). Throws LaunchError unless every thread of a block made
+//     the same number of __syncthreads calls. Slow (about 0.6 ms per barrier phase for 256
+//     threads on 2 cores): keep such launches to a few blocks.
+template <class Body>
+void launch(dim3 grid, dim3 block, bool threaded, Body&& body) {
+  gridDim = grid;
+  blockDim = block;
+  const unsigned blocks = grid.x * grid.y * grid.z, threads = block.x * block.y * block.z;
+  if (!threaded) {
+    for (unsigned b = 0; b < blocks; ++b)
+      for (unsigned t = 0; t < threads; ++t) {
+        blockIdx = detail::coords(b, grid);
+        threadIdx = detail::coords(t, block);
+        detail::t_barrier = nullptr;
+        body();
+      }
+    return;
+  }
+  // Workers run the blocks in order; each block gets a fresh barrier (arrive_and_drop lowers a
+  // barrier's count for good), and every worker waits at `block_end` before the next block, so
+  // no block starts while another still uses the __shared__ arrays.
+  std::vector<std::unique_ptr<std::barrier<>>> bars;
+  for (unsigned b = 0; b < blocks; ++b)
+    bars.push_back(std::make_unique<std::barrier<>>(std::ptrdiff_t(threads)));
+  std::barrier<> block_end(static_cast<std::ptrdiff_t>(threads));
+  std::vector<int64_t> syncs(size_t(blocks) * threads, 0);
+  std::mutex error_mutex;
+  std::string error;
+  detail::pool().run(threads, [&](unsigned t) {
+    for (unsigned b = 0; b < blocks; ++b) {
+      blockIdx = detail::coords(b, grid);
+      threadIdx = detail::coords(t, block);
+      detail::t_barrier = bars[b].get();
+      detail::t_syncs = 0;
+      try {
+        body();
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (error.empty()) error = e.what();
+      }
+      syncs[size_t(b) * threads + t] = detail::t_syncs;
+      detail::t_barrier = nullptr;
+      bars[b]->arrive_and_drop();
+      block_end.arrive_and_wait();
+    }
+  });
+  if (!error.empty()) throw LaunchError("exception in a threaded launch: " + error);
+  for (unsigned b = 0; b < blocks; ++b)
+    for (unsigned t = 1; t < threads; ++t)
+      if (syncs[size_t(b) * threads + t] != syncs[size_t(b) * threads])
+        throw LaunchError("divergent __syncthreads in block " + std::to_string(b) + ": thread " +
+                          std::to_string(t) + " made " +
+                          std::to_string(syncs[size_t(b) * threads + t]) + " calls, thread 0 " +
+                          std::to_string(syncs[size_t(b) * threads]));
+}
+
+}  // namespace emu
+
+inline void __syncthreads() {
+  if (!emu::detail::t_barrier)
+    throw emu::LaunchError("__syncthreads in a sequential launch (use threaded = true)");
+  ++emu::detail::t_syncs;
+  emu::detail::t_barrier->arrive_and_wait();
+}
