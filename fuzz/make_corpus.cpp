@@ -86,6 +86,9 @@ int main(int argc, char** argv) {
   info.extra["epoch_loss"] = "1.5";
   const std::string ckpt = (dir / "checkpoint" / "small.ckpt").string();
   varnet::save_checkpoint(ckpt, net, adam, info);
+  // save_checkpoint keeps a file it replaces as .prev; a rerun over an existing corpus must not
+  // leave that behind as an extra seed.
+  std::filesystem::remove(varnet::previous_checkpoint_path(ckpt));
   std::printf("wrote the seed corpora under %s\n", dir.string().c_str());
   return 0;
 }

@@ -155,8 +155,23 @@ TEST_CASE("lenet5: killed in epoch 2 and resumed, it ends bit-identical to a str
     const Run c = run(common + "--resume " + ckpt.string() + " --save " + again.string(), log);
     INFO(c.out);
     REQUIRE(c.status == 0);
-    CHECK(c.out.find("resumed at epoch 3, step 0") != std::string::npos);
+    CHECK(c.out.find("training already complete") != std::string::npos);
     CHECK(fixture::read_file(again) == want);
+  }
+  {  // an earlier run's checkpoint is not replaced silently: only resuming it or --overwrite may
+    const std::string before = fixture::read_file(ckpt);
+    const fs::path other = dir.path / "copy.ckpt";
+    const Run fresh = run(common + "--checkpoint " + ckpt.string(), log);
+    INFO(fresh.out);
+    CHECK(fresh.status == 2);
+    CHECK(fresh.out.find("--checkpoint: expected a path without an earlier checkpoint (or "
+                         "--resume it, or --overwrite), found an existing file") !=
+          std::string::npos);
+    fs::copy_file(ckpt, other);
+    const Run elsewhere =
+        run(common + "--resume " + other.string() + " --checkpoint " + ckpt.string(), log);
+    CHECK(elsewhere.status == 2);
+    CHECK(fixture::read_file(ckpt) == before);
   }
   {  // a resume with other settings is refused, naming them
     const std::string other = "--data " + dir.path.string() +

@@ -49,11 +49,13 @@ void check_gpu_config(const Config&) {
 #endif
 }
 
-// The device flags' checks for any run: --tf32 needs --device cuda; --device cuda needs
-// check_gpu_config.
+// The device flags' checks for any run: --tf32 and --no-graph need --device cuda; --device cuda
+// needs check_gpu_config.
 template <class Config>
 void check_device_flags(const Config& c) {
   check(!c.tf32 || c.device == "cuda", "--tf32", "--device cuda with it", "--device ", c.device);
+  check(c.graph || c.device == "cuda", "--no-graph", "--device cuda with it", "--device ",
+        c.device);
   if (c.device == "cuda") check_gpu_config(c);
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <string>
@@ -16,6 +17,29 @@
 namespace varnet::examples {
 
 using RunConfig = std::map<std::string, std::string>;
+
+// --checkpoint PATH, checked before any work: its directory must exist, and an earlier run's
+// checkpoint at PATH or PATH.prev is never replaced silently. They may exist only when this run
+// resumes from one of them (--resume PATH or PATH.prev) or `overwrite` (--overwrite) is given.
+inline void check_checkpoint_path(const std::string& checkpoint, const std::string& resume,
+                                  bool overwrite) {
+  if (checkpoint.empty()) return;
+  namespace fs = std::filesystem;
+  const fs::path p(checkpoint), prev(previous_checkpoint_path(checkpoint));
+  check(fs::is_directory(p.has_parent_path() ? p.parent_path() : "."), "--checkpoint",
+        "a path in an existing directory", "'" + checkpoint + "'");
+  if (overwrite) return;
+  std::error_code ec;
+  const auto same = [&](const fs::path& a) {
+    return !resume.empty() && fs::exists(resume, ec) && fs::exists(a, ec) &&
+           fs::equivalent(a, resume, ec);
+  };
+  const bool resuming_it = same(p) || same(prev);
+  for (const fs::path& f : {p, prev})
+    check(resuming_it || !fs::exists(f, ec), "--checkpoint",
+          "a path without an earlier checkpoint (or --resume it, or --overwrite)",
+          "an existing file '" + f.string() + "'");
+}
 
 // Where a run starts: epoch, step within it, and that epoch's loss sum and correct count so far.
 struct RunStart {
@@ -49,8 +73,12 @@ RunStart resume_run(const std::string& path, Net& net, Optimizer& opt, Trainer& 
   trainer.set_steps(uint32_t(info.step));
   s.epoch = info.epoch;
   s.step = info.step_in_epoch;
-  std::cout << "resumed at epoch " << s.epoch + 1 << ", step " << s.step << " of "
-            << steps_per_epoch << " (training step " << info.step << ")\n";
+  if (s.epoch >= epochs)
+    std::cout << "training already complete (step " << info.step << " of "
+              << epochs * steps_per_epoch << "): evaluating\n";
+  else
+    std::cout << "resumed at epoch " << s.epoch + 1 << ", step " << s.step << " of "
+              << steps_per_epoch << " (training step " << info.step << ")\n";
   return s;
 }
 

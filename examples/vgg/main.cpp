@@ -74,7 +74,7 @@ const char* kHelp = R"(vgg: train and evaluate a VGG-like variance network on 32
   --tf32                cuda: TF32 tensor cores in the matrix products (faster, ~1e-3 relative
                         error per product; off: strict FP32)
   --save PATH           save the trained network as safetensors
-  --overwrite           allow --save to replace an existing file
+  --overwrite           allow --save and --checkpoint to replace existing files
   --checkpoint PATH     write a checkpoint (parameters, optimizer, step, epoch) to PATH at the
                         end of training, keeping the one before as PATH.prev
   --checkpoint-every N  also every N training steps [0: only at the end]
@@ -168,13 +168,9 @@ Config parse(int argc, char** argv) {
   c.checkpoint = a.get("--checkpoint", "");
   c.checkpoint_every = a.get_int("--checkpoint-every", 0, 0, INT64_MAX);
   c.resume = a.get("--resume", "");
+  varnet::examples::check_checkpoint_path(c.checkpoint, c.resume, c.overwrite);
   varnet::check(c.checkpoint_every == 0 || !c.checkpoint.empty(), "--checkpoint-every",
                 "--checkpoint PATH with it", "no --checkpoint");
-  if (!c.checkpoint.empty()) {  // fail now, not at the first checkpoint
-    const std::filesystem::path p(c.checkpoint);
-    varnet::check(std::filesystem::is_directory(p.has_parent_path() ? p.parent_path() : "."),
-                  "--checkpoint", "a path in an existing directory", "'" + c.checkpoint + "'");
-  }
   c.layer_kind = a.get_choice("--layer-kind", "variance",
                               {"variance", "gdo", "vdo", "svdo", "dropout", "deterministic"});
   c.alpha = a.get_double("--alpha", 1.0, 1e-6, 1e6);
