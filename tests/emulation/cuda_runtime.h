@@ -1,5 +1,5 @@
 // A host stand-in for <cuda_runtime.h>, so that the unmodified kernels in kernels/*.cuh compile
-// with a plain C++20 compiler and run on the CPU (tests/emulation/test_emulated_kernels.cpp).
+// with a plain C++20 compiler and run on the CPU (tests/emulation/test_emulated_*.cpp).
 // It is first on that test's include path only; nothing else sees it, and it needs no CUDA
 // toolkit.
 //

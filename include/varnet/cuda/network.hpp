@@ -215,69 +215,23 @@ class BatchNormAdapter : public GpuLayer<T> {
   bool relu_ = false;
 };
 
-template <class T>
-class ReluAdapter : public GpuLayer<T> {
+// A layer without parameters or scratch (ReLU, LeakyReLU, Tanh, MaxPool2d): forward maps x to y,
+// backward reads the layer's input x, or its output y when kBackwardFromOutput (ReLU and Tanh,
+// as on the CPU).
+template <class T, class GpuOp, bool kBackwardFromOutput>
+class StatelessAdapter : public GpuLayer<T> {
  public:
-  using GpuLayer<T>::GpuLayer;
+  StatelessAdapter(const Layer<T>& h, GpuOp op) : GpuLayer<T>(h), layer_(std::move(op)) {}
   void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
     layer_.forward(p.gpu, in, x, y);
   }
-  void backward(const Pass<T>& p, const Shape& in, const T*, const T* y, const T* dy, T* dx,
+  void backward(const Pass<T>& p, const Shape& in, const T* x, const T* y, const T* dy, T* dx,
                 T*) override {
-    layer_.backward(p.gpu, in, y, dy, dx);
+    layer_.backward(p.gpu, in, kBackwardFromOutput ? y : x, dy, dx);
   }
 
  private:
-  cuda::ReLU<T> layer_;
-};
-
-template <class T>
-class LeakyReluAdapter : public GpuLayer<T> {
- public:
-  explicit LeakyReluAdapter(const varnet::LeakyReLU<T>& h) : GpuLayer<T>(h), layer_(h.slope()) {}
-  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
-    layer_.forward(p.gpu, in, x, y);
-  }
-  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
-                T*) override {
-    layer_.backward(p.gpu, in, x, dy, dx);
-  }
-
- private:
-  cuda::LeakyReLU<T> layer_;
-};
-
-template <class T>
-class TanhAdapter : public GpuLayer<T> {
- public:
-  using GpuLayer<T>::GpuLayer;
-  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
-    layer_.forward(p.gpu, in, x, y);
-  }
-  void backward(const Pass<T>& p, const Shape& in, const T*, const T* y, const T* dy, T* dx,
-                T*) override {
-    layer_.backward(p.gpu, in, y, dy, dx);
-  }
-
- private:
-  cuda::Tanh<T> layer_;
-};
-
-template <class T>
-class PoolAdapter : public GpuLayer<T> {
- public:
-  explicit PoolAdapter(const varnet::MaxPool2d<T>& h)
-      : GpuLayer<T>(h), layer_(h.kernel(), h.stride()) {}
-  void forward(const Pass<T>& p, const Shape& in, const T* x, T* y, T*) override {
-    layer_.forward(p.gpu, in, x, y);
-  }
-  void backward(const Pass<T>& p, const Shape& in, const T* x, const T*, const T* dy, T* dx,
-                T*) override {
-    layer_.backward(p.gpu, in, x, dy, dx);
-  }
-
- private:
-  cuda::MaxPool2d<T> layer_;
+  GpuOp layer_;
 };
 
 // Flatten, and a ReLU fused into the batch norm before it: the output is the input, no work.
@@ -455,12 +409,16 @@ std::unique_ptr<GpuLayer<T>> mirror(const Layer<T>& l, const ParamTable& t) {
     return std::make_unique<LinearAdapter<T>>(*c, t);
   if (auto* c = dynamic_cast<const varnet::BatchNorm<T>*>(&l))
     return std::make_unique<BatchNormAdapter<T>>(*c, t);
-  if (dynamic_cast<const varnet::ReLU<T>*>(&l)) return std::make_unique<ReluAdapter<T>>(l);
+  if (dynamic_cast<const varnet::ReLU<T>*>(&l))
+    return std::make_unique<StatelessAdapter<T, cuda::ReLU<T>, true>>(l, cuda::ReLU<T>{});
   if (auto* c = dynamic_cast<const varnet::LeakyReLU<T>*>(&l))
-    return std::make_unique<LeakyReluAdapter<T>>(*c);
-  if (dynamic_cast<const varnet::Tanh<T>*>(&l)) return std::make_unique<TanhAdapter<T>>(l);
+    return std::make_unique<StatelessAdapter<T, cuda::LeakyReLU<T>, false>>(
+        l, cuda::LeakyReLU<T>(c->slope()));
+  if (dynamic_cast<const varnet::Tanh<T>*>(&l))
+    return std::make_unique<StatelessAdapter<T, cuda::Tanh<T>, true>>(l, cuda::Tanh<T>{});
   if (auto* c = dynamic_cast<const varnet::MaxPool2d<T>*>(&l))
-    return std::make_unique<PoolAdapter<T>>(*c);
+    return std::make_unique<StatelessAdapter<T, cuda::MaxPool2d<T>, false>>(
+        l, cuda::MaxPool2d<T>(c->kernel(), c->stride()));
   if (dynamic_cast<const varnet::Flatten<T>*>(&l))
     return std::make_unique<PassthroughAdapter<T>>(l);
   if (auto* c = dynamic_cast<const varnet::VarianceLinear<T>*>(&l))

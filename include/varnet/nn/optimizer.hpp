@@ -60,7 +60,7 @@ class Adam {
       v = b2 * v + (1 - b2) * g.square();
       // A correctly rounded square root, as the GPU's sqrt_rn: Eigen's vectorised sqrt (under
       // its default EIGEN_FAST_MATH) is an rsqrt estimate refined once, an ulp off on some
-      // elements (tests/emulation/test_emulated_kernels.cpp). Scalar, and cheap beside a step.
+      // elements (tests/emulation/test_emulated_training.cpp). Scalar, and cheap beside a step.
       const auto root = (v / c2).unaryExpr([](T x) { return std::sqrt(x); });
       if (lr_scale_.empty())
         p -= step * m / (root + eps);
