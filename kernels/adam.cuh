@@ -9,6 +9,7 @@
 //   p = p - (step m) / (sqrt(v / c2) + eps),   step = lr / c1,  c_i = 1 - beta_i^t
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/math.cuh"
@@ -19,6 +20,22 @@ template <class T>
 struct AdamScalars {
   T b1, b2, one_minus_b1, one_minus_b2, c2, step, eps;
 };
+
+// The scalars of update t (from 1) at learning rate lr, exactly as varnet::Adam::step computes
+// them (host code).
+template <class T>
+AdamScalars<T> adam_scalars(double beta1, double beta2, double eps, int64_t t, double lr) {
+  AdamScalars<T> a;
+  a.b1 = T(beta1);
+  a.b2 = T(beta2);
+  a.one_minus_b1 = 1 - a.b1;
+  a.one_minus_b2 = 1 - a.b2;
+  const T c1 = T(1 - std::pow(beta1, double(t)));
+  a.c2 = T(1 - std::pow(beta2, double(t)));
+  a.step = T(lr) / c1;
+  a.eps = T(eps);
+  return a;
+}
 
 template <class T>
 __global__ void adam_update_kernel(int64_t count, AdamScalars<T> a, T* __restrict__ p,

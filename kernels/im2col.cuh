@@ -23,6 +23,23 @@ struct ConvShape {
   VARNET_HOST_DEVICE int64_t plane() const { return out_h * out_w; }
 };
 
+// The ConvShape of a geometry g (an ops::ConvGeometry), unchecked: cuda::conv_shape checks it.
+template <class Geometry>
+ConvShape make_conv_shape(const Geometry& g) {
+  ConvShape s;
+  s.in_c = g.in_c;
+  s.in_h = g.in_h;
+  s.in_w = g.in_w;
+  s.out_c = g.out_c;
+  s.k_h = g.k_h;
+  s.k_w = g.k_w;
+  s.stride = g.stride;
+  s.pad = g.pad;
+  s.out_h = g.out_h();
+  s.out_w = g.out_w();
+  return s;
+}
+
 // Grid (x over the N P columns, y over the R rows, both grid-stride): a block's threads share
 // one row r, so the row's channel and kernel offsets are decoded once per block and a thread
 // decodes only its column (two divisions). cols[r, n*P + p] = x at that window position (0 in

@@ -313,7 +313,7 @@ bool run_conv(vc::GpuContext& ctx, const ConvShape& s, Result& result) {
       eps(size_t(NOP + (NOP & 1)));
   Curand rng(ctx.stream());
   const unsigned blocks = vc::grid_for(NOP);
-  const float* no_x = nullptr;
+  const float* none = nullptr;  // no bias, no x, no dx_mean
 
   Variants f;
   f.gemm_fwd = [&] {  // v (O, N P) = s2 (O, R) cols2 (R, N P)
@@ -337,7 +337,7 @@ bool run_conv(vc::GpuContext& ctx, const ConvShape& s, Result& result) {
     vc::im2col_forward(ctx, static_cast<const float*>(x2.data()), N, g, cols2.data(),
                        static_cast<float*>(nullptr));
     f.gemm_fwd();
-    vc::channel_major_to_nchw(ctx, static_cast<const float*>(v_cm.data()), no_x, N, O, P, v.data());
+    vc::channel_major_to_nchw(ctx, static_cast<const float*>(v_cm.data()), none, N, O, P, v.data());
     VARNET_CURAND_CHECK(curandGenerateNormal(rng.gen, eps.data(), eps.size(), 0.0f, 1.0f));
     lrt_apply_kernel<<<blocks, vc::kThreads, 0, ctx.stream()>>>(NOP, O, P, bias.data(), eps.data(),
                                                                 v.data(), e0, y.data());
@@ -357,9 +357,9 @@ bool run_conv(vc::GpuContext& ctx, const ConvShape& s, Result& result) {
                           static_cast<const float*>(ds2.data()), dsigma.data(), OR);
     vc::gemm(ctx, vc::Op::T, vc::Op::N, R, NP, O, 1.0f, s2.data(), dv_cm.data(), 0.0f,
              dcols2.data());
-    vc::im2col_backward(ctx, static_cast<const float*>(dcols2.data()), N, g, no_x, dx2.data());
+    vc::im2col_backward(ctx, static_cast<const float*>(dcols2.data()), N, g, none, dx2.data());
     vc::lrt_input_backward(ctx, NI, static_cast<const float*>(x.data()),
-                           static_cast<const float*>(dx2.data()), no_x, dx.data());
+                           static_cast<const float*>(dx2.data()), none, dx.data());
   };
 
   // ---- correctness first ----

@@ -66,7 +66,7 @@
 #include "kernels/math.cuh"  // namespace varnet::kernels, for the alias kn
 #include "tolerance.hpp"
 #include "varnet/core/aligned.hpp"
-#include "varnet/cuda/launch.hpp"  // grid_for, kThreads, fits_int32: plain C++
+#include "varnet/cuda/launch.hpp"  // grid_for, grid_2d, kThreads, fits_int32: host code
 
 // The test files bring these names in with `using namespace emulation_test;`.
 namespace emulation_test {

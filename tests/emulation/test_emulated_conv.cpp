@@ -13,30 +13,7 @@ using namespace emulation_test;  // NOLINT: the shared helpers, and varnet's typ
 
 // ---- im2col.cuh: ops::im2col and ops::col2im ----
 
-namespace {
-
-kn::ConvShape conv_shape(const ops::ConvGeometry& g) {  // as cuda::conv_shape
-  kn::ConvShape s;
-  s.in_c = g.in_c;
-  s.in_h = g.in_h;
-  s.in_w = g.in_w;
-  s.out_c = g.out_c;
-  s.k_h = g.k_h;
-  s.k_w = g.k_w;
-  s.stride = g.stride;
-  s.pad = g.pad;
-  s.out_h = g.out_h();
-  s.out_w = g.out_w();
-  return s;
-}
-
-dim3 grid_2d(int64_t inner, int64_t outer) {  // as cuda::detail::grid_2d
-  return dim3(
-      unsigned(std::clamp<int64_t>((inner + cuda::kThreads - 1) / cuda::kThreads, 1, 65535)),
-      unsigned(std::clamp<int64_t>(outer, 1, 65535)));
-}
-
-}  // namespace
+using varnet::cuda::detail::grid_2d;
 
 TEMPLATE_TEST_CASE("emulated im2col and col2im match ops::im2col and ops::col2im", "[emulation]",
                    float, double) {
@@ -49,7 +26,7 @@ TEMPLATE_TEST_CASE("emulated im2col and col2im match ops::im2col and ops::col2im
                     G{2, 6, 7, 3, 3, 2}, G{1, 4, 9, 5, 1, 2}, G{2, 9, 9, 1, 2, 0}})
     for (const int64_t n : {int64_t(1), int64_t(3)}) {
       const ops::ConvGeometry g{q.c, q.h, q.w, 4, q.k, q.k, q.stride, q.pad};
-      const kn::ConvShape s = conv_shape(g);
+      const kn::ConvShape s = kn::make_conv_shape(g);
       const int64_t P = g.plane(), R = g.rows(), cols_size = R * n * P,
                     x_size = n * q.c * q.h * q.w;
       INFO(type_name<T>() << ", n " << n << ", C " << q.c << ", " << q.h << "x" << q.w

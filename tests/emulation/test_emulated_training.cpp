@@ -297,15 +297,7 @@ TEMPLATE_TEST_CASE("emulated Adam kernels take varnet::Adam's steps", "[emulatio
         const Buf<T> g = random_values<T>(count, 80 + uint32_t(t));
         const double lr = 1e-2 / t;
         cpu.step(p_cpu, g, lr);
-        kn::AdamScalars<T> a;  // as cuda::Adam::step
-        a.b1 = T(opt.beta1);
-        a.b2 = T(opt.beta2);
-        a.one_minus_b1 = 1 - a.b1;
-        a.one_minus_b2 = 1 - a.b2;
-        const T c1 = T(1 - std::pow(opt.beta1, double(t)));
-        a.c2 = T(1 - std::pow(opt.beta2, double(t)));
-        a.step = T(lr) / c1;
-        a.eps = T(opt.eps);
+        const auto a = kn::adam_scalars<T>(opt.beta1, opt.beta2, opt.eps, t, lr);  // cuda::Adam's
         adam_reference<T>(a, nullptr, g, p_ref, m_ref, v_ref);
         launch(grid, block, false, [&] {
           kn::adam_update_kernel<T>(count, a, p.data(), g.data(), m.data(), v.data());
@@ -346,14 +338,8 @@ TEMPLATE_TEST_CASE("emulated Adam kernels take varnet::Adam's steps", "[emulatio
           const Buf<T> g = random_values<T>(count, 90 + step);
           const double lr = decay.at(step);
           cpu.step(p_cpu, g, lr);
-          kn::AdamScalars<T> a;  // varnet::Adam's scalars at t = step + 1
-          a.b1 = T(opt.beta1);
-          a.b2 = T(opt.beta2);
-          a.one_minus_b1 = 1 - a.b1;
-          a.one_minus_b2 = 1 - a.b2;
-          a.c2 = T(1 - std::pow(opt.beta2, double(step + 1)));
-          a.step = T(lr) / T(1 - std::pow(opt.beta1, double(step + 1)));
-          a.eps = T(opt.eps);
+          // varnet::Adam's scalars at t = step + 1
+          const auto a = kn::adam_scalars<T>(opt.beta1, opt.beta2, opt.eps, step + 1, lr);
           adam_reference<T>(a, scales ? lr_scale.data() : nullptr, g, p_ref, m_ref, v_ref);
           launch(grid, block, true, [&] {
             kn::adam_scheduled_kernel<T>(count, sched, &step, p.data(), g.data(), m.data(),

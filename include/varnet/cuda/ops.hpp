@@ -63,18 +63,7 @@ inline kernels::ConvShape conv_shape(const ops::ConvGeometry& g) {
         "cuda convolution", "positive sizes, kernel and stride, padding >= 0, output >= 1x1", "C ",
         g.in_c, ", H ", g.in_h, ", W ", g.in_w, ", O ", g.out_c, ", kernel ", g.k_h, "x", g.k_w,
         ", stride ", g.stride, ", pad ", g.pad);
-  kernels::ConvShape s;
-  s.in_c = g.in_c;
-  s.in_h = g.in_h;
-  s.in_w = g.in_w;
-  s.out_c = g.out_c;
-  s.k_h = g.k_h;
-  s.k_w = g.k_w;
-  s.stride = g.stride;
-  s.pad = g.pad;
-  s.out_h = g.out_h();
-  s.out_w = g.out_w();
-  return s;
+  return kernels::make_conv_shape(g);
 }
 
 // ---- LRT (kernels/lrt.cuh) ----
@@ -124,16 +113,6 @@ void lrt_input_backward(GpuContext& ctx, int64_t count, const T* x, const T* t, 
 }
 
 // ---- im2col / col2im (kernels/im2col.cuh) ----
-
-namespace detail {
-// A 2-D grid: x blocks over `inner` items (kThreads each, at most 65,535 blocks), y over `outer`
-// items (at most 65,535); the kernels loop over what the grid does not cover.
-inline dim3 grid_2d(int64_t inner, int64_t outer) {
-  const int64_t x = std::clamp<int64_t>((inner + kThreads - 1) / kThreads, 1, 65535);
-  return dim3(static_cast<unsigned>(x),
-              static_cast<unsigned>(std::clamp<int64_t>(outer, 1, 65535)));
-}
-}  // namespace detail
 
 // cols and/or cols2 (R, N * P) from x (N, C, H, W): the columns and their squares; either may
 // be null.

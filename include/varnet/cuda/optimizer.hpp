@@ -3,7 +3,6 @@
 // moment buffers live on the device; each step is one kernel (kernels/adam.cuh).
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 #include "varnet/nn/optimizer.hpp"
@@ -31,16 +30,7 @@ class Adam {
   // params -= the Adam step for grads (both `size` elements on the device), on ctx's stream.
   void step(GpuContext& ctx, T* params, const T* grads, double lr) {
     ++t_;
-    // Scalars exactly as varnet::Adam::step computes them.
-    kernels::AdamScalars<T> a;
-    a.b1 = T(opt_.beta1);
-    a.b2 = T(opt_.beta2);
-    a.one_minus_b1 = 1 - a.b1;
-    a.one_minus_b2 = 1 - a.b2;
-    const T c1 = T(1 - std::pow(opt_.beta1, double(t_)));
-    a.c2 = T(1 - std::pow(opt_.beta2, double(t_)));
-    a.step = T(lr) / c1;
-    a.eps = T(opt_.eps);
+    const auto a = kernels::adam_scalars<T>(opt_.beta1, opt_.beta2, opt_.eps, t_, lr);
     adam_update(ctx, size_, a, params, grads, m_.data(), v_.data());
   }
   int64_t steps() const { return t_; }
