@@ -83,7 +83,9 @@ else
   fi
   set +e
   {
-    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" &&
+    # The emulated [cuda] suite is for machines without a GPU: not built here.
+    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" \
+      -DVARNET_EMULATED_CUDA_SUITE=OFF &&
       cmake --build "$BUILD_DIR" -j "$JOBS"
   } > "$OUT/build.log" 2>&1
   BUILD=$?

@@ -2,7 +2,9 @@
 # Set-up, build and every test: what CI runs (.ci/run calls this).
 #   ./scripts/test.sh   1. build in build/ (Release) and run every test with ctest;
 #                       2. build the CPU test suite again in build-asan/ under AddressSanitizer and
-#                          UndefinedBehaviorSanitizer (any report fails the test) and run it;
+#                          UndefinedBehaviorSanitizer (any report fails the test) and run it,
+#                          with the [cuda] suite on the emulated GPU (test_emulated_cuda_suite),
+#                          whose device buffers ASan then bounds;
 #                       3. run each libFuzzer target for FUZZ_SECONDS (scripts/fuzz.sh).
 # Environment: BUILD_DIR (default build), JOBS (default: all cores), SANITIZE (default 1; 0 skips
 # steps 2 and 3), ASAN_BUILD_DIR (default build-asan), FUZZ_SECONDS (default 20; 0 skips step 3),
@@ -14,18 +16,22 @@ cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
 jobs=${JOBS:-$(nproc)}
 require_cuda=${REQUIRE_CUDA:-$([ -n "${CI:-}" ] && echo ON || echo OFF)}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DVARNET_REQUIRE_CUDA="$require_cuda"
+# The emulated [cuda] suite (tests/emulation) is built once: in step 2 when it runs, else here.
+sanitize_step=$([ "${SANITIZE:-1}" != 0 ] && echo ON || echo OFF)
+emulated_here=$([ "$sanitize_step" = ON ] && echo OFF || echo ON)
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DVARNET_REQUIRE_CUDA="$require_cuda" \
+  -DVARNET_EMULATED_CUDA_SUITE="$emulated_here"
 cmake --build "$build" -j "$jobs"
 # Tests run in parallel, one OpenMP thread each, so that they do not fight over the cores.
 (cd "$build" && OMP_NUM_THREADS=1 ctest --output-on-failure -j "$jobs")
 
-[ "${SANITIZE:-1}" != 0 ] || exit 0
+[ "$sanitize_step" = ON ] || exit 0
 start=$(date +%s)
 asan=${ASAN_BUILD_DIR:-build-asan}
 sanitize="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
   -DCMAKE_CXX_FLAGS="$sanitize" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
-  -DVARNET_BUILD_BENCHMARKS=OFF -DVARNET_ENABLE_CUDA=OFF
+  -DVARNET_BUILD_BENCHMARKS=OFF -DVARNET_ENABLE_CUDA=OFF -DVARNET_EMULATED_CUDA_SUITE=ON
 cmake --build "$asan" -j "$jobs"
 # install_consumer builds a separate project against an installed copy: packaging, which step 1
 # checked; it is not re-run here.

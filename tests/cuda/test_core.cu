@@ -1,13 +1,16 @@
 // GPU core: status checks, device buffers, the row-major cuBLAS GEMM wrapper, and the Philox
-// noise computed on the device against the host (and against cuRAND's own Philox4_32_10).
-#include <curand_kernel.h>
-
+// noise computed on the device against the host (and against cuRAND's own Philox4_32_10: under
+// nvcc only, as the host emulation has no cuRAND device generator).
 #include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "parity.hpp"
+
+#if !defined(VARNET_CUDA_EMULATION)
+#include <curand_kernel.h>
+#endif
 
 using varnet::NoiseKey;
 using varnet::test::gpu;
@@ -23,6 +26,7 @@ __global__ void philox_words_kernel(NoiseKey key, uint64_t first, int64_t blocks
   for (int j = 0; j < 4; ++j) out[4 * i + j] = w.v[j];
 }
 
+#if !defined(VARNET_CUDA_EMULATION)
 // The same words through cuRAND: curand_init(seed, subsequence, offset) sets the Philox key to
 // the seed and the counter to (offset / 4 in words 0-1, subsequence in words 2-3), which is
 // NoiseKey's counter for subsequence = step | (layer | stream << 16) << 32, offset = 4 block.
@@ -39,6 +43,7 @@ __global__ void curand_words_kernel(NoiseKey key, uint64_t first, int64_t blocks
   out[4 * i + 2] = w.z;
   out[4 * i + 3] = w.w;
 }
+#endif
 
 // out[i] = normal_at, uniform_at, sign_at for element first + i.
 __global__ void noise_kernel(NoiseKey key, uint64_t first, int64_t count, float* normal,
@@ -78,12 +83,12 @@ TEST_CASE("status checks throw varnet::Error with the call and the status", "[cu
     CHECK(what.find("test_core.cu:") != std::string::npos);
   }
   // The failure was cleared: the next launch check does not report it again.
-  noop_kernel<<<1, 1, 0, gpu().stream()>>>();
+  vc::launch(noop_kernel, 1, 1, gpu().stream());
   CHECK_NOTHROW(VARNET_CUDA_CHECK_LAUNCH("noop_kernel"));
 
-  noop_kernel<<<1, 4096, 0, gpu().stream()>>>();  // more threads per block than allowed
+  vc::launch(noop_kernel, 1, 4096, gpu().stream());  // more threads per block than allowed
   CHECK_THROWS_AS(VARNET_CUDA_CHECK_LAUNCH("noop_kernel"), varnet::Error);
-  noop_kernel<<<1, 1, 0, gpu().stream()>>>();
+  vc::launch(noop_kernel, 1, 1, gpu().stream());
   CHECK_NOTHROW(VARNET_CUDA_CHECK_LAUNCH("noop_kernel"));
 
   float dummy = 0;
@@ -207,8 +212,8 @@ TEST_CASE("Philox words on the device equal the host's, bit for bit", "[cuda]") 
   for (const auto& key : kKeys)
     for (const auto& [first, blocks] : kRanges) {
       vc::DeviceBuffer<uint32_t> out(size_t(4 * blocks));
-      philox_words_kernel<<<unsigned((blocks + 127) / 128), 128, 0, gpu().stream()>>>(
-          key, first, blocks, out.data());
+      vc::launch(philox_words_kernel, unsigned((blocks + 127) / 128), 128, gpu().stream(), key,
+                 first, blocks, out.data());
       VARNET_CUDA_CHECK_LAUNCH("philox_words_kernel");
       const auto got = out.download(gpu().stream());
       int64_t mismatches = 0;
@@ -221,12 +226,13 @@ TEST_CASE("Philox words on the device equal the host's, bit for bit", "[cuda]") 
     }
 }
 
+#if !defined(VARNET_CUDA_EMULATION)
 TEST_CASE("NoiseKey maps onto cuRAND's Philox4_32_10 (curand_init + curand4)", "[cuda]") {
   for (const auto& key : kKeys)
     for (const auto& [first, blocks] : kRanges) {
       vc::DeviceBuffer<uint32_t> out(size_t(4 * blocks));
-      curand_words_kernel<<<unsigned((blocks + 127) / 128), 128, 0, gpu().stream()>>>(
-          key, first, blocks, out.data());
+      vc::launch(curand_words_kernel, unsigned((blocks + 127) / 128), 128, gpu().stream(), key,
+                 first, blocks, out.data());
       VARNET_CUDA_CHECK_LAUNCH("curand_words_kernel");
       const auto got = out.download(gpu().stream());
       int64_t mismatches = 0;
@@ -238,6 +244,7 @@ TEST_CASE("NoiseKey maps onto cuRAND's Philox4_32_10 (curand_init + curand4)", "
       CHECK(mismatches == 0);
     }
 }
+#endif
 
 TEST_CASE("normal_at, uniform_at, sign_at on the device match the host", "[cuda]") {
   for (const auto& key : kKeys)
@@ -246,8 +253,8 @@ TEST_CASE("normal_at, uniform_at, sign_at on the device match the host", "[cuda]
       const int64_t count = 4 * blocks - 3;
       vc::DeviceBuffer<float> normal(static_cast<size_t>(count)),
           uniform(static_cast<size_t>(count)), sign(static_cast<size_t>(count));
-      noise_kernel<<<unsigned((count + 127) / 128), 128, 0, gpu().stream()>>>(
-          key, first, count, normal.data(), uniform.data(), sign.data());
+      vc::launch(noise_kernel, unsigned((count + 127) / 128), 128, gpu().stream(), key, first,
+                 count, normal.data(), uniform.data(), sign.data());
       VARNET_CUDA_CHECK_LAUNCH("noise_kernel");
       std::vector<float> want_normal(static_cast<size_t>(count)),
           want_uniform(static_cast<size_t>(count)), want_sign(static_cast<size_t>(count));

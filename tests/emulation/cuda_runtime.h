@@ -1,6 +1,7 @@
-// A host stand-in for <cuda_runtime.h>, so that the unmodified kernels in kernels/*.cuh compile
-// with a plain C++20 compiler and run on the CPU (tests/emulation/test_emulated_*.cpp).
-// It is first on that test's include path only; nothing else sees it, and it needs no CUDA
+// A host stand-in for <cuda_runtime.h>, so that the unmodified kernels in kernels/*.cuh, and the
+// GPU backend's host code with them, compile with a plain C++20 compiler and run on the CPU
+// (tests/emulation/test_emulated_*.cpp, and the [cuda] suite as test_emulated_cuda_suite).
+// It is first on those tests' include paths only; nothing else sees it, and it needs no CUDA
 // toolkit.
 //
 // What it provides, and why:
@@ -8,13 +9,16 @@
 //     inline, and __shared__ is `static` (one copy per kernel instantiation, which is the running
 //     block's, because emu::launch runs blocks one after another);
 //   - dim3/uint3/float4, thread-local threadIdx/blockIdx and global blockDim/gridDim;
-//   - __syncthreads as a std::barrier over the running block's threads;
+//   - __syncthreads as a std::barrier over the running block's threads, or as a switch between
+//     fibers (emulated_fibers.h);
 //   - the round-to-nearest intrinsics (__fadd_rn, __dmul_rn, ...) as plain IEEE operations.
 //     Compile with -ffp-contract=off, or the host compiler may fuse a * b + c, differently in a
 //     kernel and in its CPU twin. Device math (expf, log1p, ...) is the host libm's (<math.h>,
 //     global namespace, as device code calls it);
 //   - emu::launch(grid, block, threaded, body), which runs `body` (a lambda calling the kernel)
-//     once per emulated thread; see there.
+//     once per emulated thread, and emu::launch_fibers for the same with fibers; see there;
+//   - the runtime API the library calls (emulated_runtime.h, included at the end), through which
+//     cuda::launch (include/varnet/cuda/launch.hpp) runs kernels on emulated streams.
 //
 // What it cannot emulate:
 //   - warps: no warp-synchronous execution, shuffles, votes or atomics (the kernels use none);
@@ -29,7 +33,8 @@
 //   - FMA contraction: nvcc contracts a * b + c in plain expressions by default; here nothing is
 //     contracted, so only the kernels' *_rn-ordered arithmetic is checked against its device
 //     behaviour. Plain expressions may round differently on the device;
-//   - resources and launch limits: registers, shared-memory size, 1024 threads per block.
+//   - resources: registers, shared-memory size (the launch limits on threads and blocks are
+//     checked by emu::launch_on).
 #pragma once
 
 #if defined(__CUDACC__)
@@ -38,6 +43,7 @@
 
 #include <math.h>  // expf, logf, ... in the global namespace, as device code calls them
 
+#include <algorithm>
 #include <barrier>
 #include <cmath>
 #include <condition_variable>
@@ -51,6 +57,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "emulated_fibers.h"
 
 // Tests check this to make sure the shim, not the toolkit's header, was found.
 #define VARNET_CUDA_EMULATION 1
@@ -232,9 +240,71 @@ void launch(dim3 grid, dim3 block, bool threaded, Body&& body) {
 
 }  // namespace emu
 
+namespace emu {
+
+// Runs a launch as launch(grid, block, true, body) does, with each block's threads as fibers
+// on the calling thread instead of OS threads (emulated_fibers.h): the same checks, far faster
+// barriers, but a fixed order between them. Falls back to threads where fibers are missing.
+template <class Body>
+void launch_fibers(dim3 grid, dim3 block, Body& body) {
+#if defined(VARNET_EMU_FIBERS)
+  gridDim = grid;
+  blockDim = block;
+  const unsigned blocks = grid.x * grid.y * grid.z, threads = block.x * block.y * block.z;
+  thread_local fibers::Scheduler s;  // keeps its stacks from launch to launch
+  if (s.fibers.size() < threads) s.fibers.resize(threads);
+  s.run_body = [](void* b) { (*static_cast<Body*>(b))(); };
+  s.body = &body;
+  std::vector<uint3> coords(threads);
+  for (unsigned t = 0; t < threads; ++t) coords[t] = detail::coords(t, block);
+  struct Active {  // t_scheduler is set for this launch only, however it ends
+    explicit Active(fibers::Scheduler* p) { fibers::t_scheduler = p; }
+    ~Active() { fibers::t_scheduler = nullptr; }
+  } active(&s);
+  for (unsigned b = 0; b < blocks; ++b) {
+    blockIdx = detail::coords(b, grid);
+    for (unsigned t = 0; t < threads; ++t) fibers::prepare(s.fibers[t]);
+    // Rounds: each unfinished thread runs to its next __syncthreads or its end, in threadIdx
+    // order. A thread that has returned drops out of later barriers, as in the threaded mode.
+    for (bool running = true; running;) {
+      running = false;
+      for (unsigned t = 0; t < threads; ++t) {
+        fibers::Fiber& f = s.fibers[t];
+        if (f.done) continue;
+        threadIdx = coords[t];
+        s.current = &f;
+        varnet_emu_switch(&s.sp, f.sp);
+        running = running || !f.done;
+      }
+    }
+    for (unsigned t = 0; t < threads; ++t)
+      if (!s.fibers[t].error.empty())
+        throw LaunchError("exception in block " + std::to_string(b) + ", thread " +
+                          std::to_string(t) + ": " + s.fibers[t].error);
+    for (unsigned t = 1; t < threads; ++t)
+      if (s.fibers[t].syncs != s.fibers[0].syncs)
+        throw LaunchError("divergent __syncthreads in block " + std::to_string(b) + ": thread " +
+                          std::to_string(t) + " made " + std::to_string(s.fibers[t].syncs) +
+                          " calls, thread 0 " + std::to_string(s.fibers[0].syncs));
+  }
+#else
+  launch(grid, block, true, body);
+#endif
+}
+
+}  // namespace emu
+
 inline void __syncthreads() {
+#if defined(VARNET_EMU_FIBERS)
+  if (emu::fibers::t_scheduler) return emu::fibers::barrier();
+#endif
   if (!emu::detail::t_barrier)
-    throw emu::LaunchError("__syncthreads in a sequential launch (use threaded = true)");
+    throw emu::LaunchError(
+        "__syncthreads in a sequential launch (launch it threaded, or with "
+        "cuda::launch_with_barriers in the library)");
   ++emu::detail::t_syncs;
   emu::detail::t_barrier->arrive_and_wait();
 }
+
+// The runtime API (memory, streams, graphs, events, errors) for the library's host code.
+#include "emulated_runtime.h"

@@ -43,6 +43,8 @@
 //   test_emulated_lrt.cpp          lrt, posteriors
 //   test_emulated_conv.cpp         im2col, pool, winograd
 //   test_emulated_training.cpp     batchnorm, softmax_xent, adam
+//   test_emulated_runtime.cpp      the emulated runtime and cuBLAS themselves: the refusals and
+//                                  faults that test_emulated_cuda_suite relies on
 #pragma once
 
 #include <cuda_runtime.h>  // the shim: tests/emulation is first on this target's include path

@@ -80,7 +80,7 @@ template <class T>
 void posterior_variance(GpuContext& ctx, const kernels::PosteriorArgs<T>& p, T* s2) {
   detail::expect_posterior(p, false, "cuda::posterior_variance");
   if (p.n == 0) return;
-  kernels::posterior_variance_kernel<T><<<grid_for(p.n), kThreads, 0, ctx.stream()>>>(p, s2);
+  launch(kernels::posterior_variance_kernel<T>, grid_for(p.n), kThreads, ctx.stream(), p, s2);
   VARNET_CUDA_CHECK_LAUNCH("posterior_variance_kernel");
 }
 
@@ -93,19 +93,19 @@ void posterior_grad_from_variance(GpuContext& ctx, const kernels::PosteriorArgs<
   if (p.n == 0) return;
   static_assert(kernels::kPosteriorThreads == kThreads, "the launch sizes below assume it");
   if (p.spec.kind != kernels::PosteriorKind::variational_dropout) {
-    kernels::posterior_grad_from_variance_kernel<T>
-        <<<grid_for(p.n), kThreads, 0, ctx.stream()>>>(p, s2, ds2, partial);
+    launch(kernels::posterior_grad_from_variance_kernel<T>, grid_for(p.n), kThreads, ctx.stream(),
+           p, s2, ds2, partial);
     VARNET_CUDA_CHECK_LAUNCH("posterior_grad_from_variance_kernel");
     return;
   }
   check(partial != nullptr, "cuda::posterior_grad_from_variance",
         "a workspace for the partial sums of d log alpha", "a null pointer");
   const int blocks = posterior_blocks(p.n);
-  kernels::posterior_grad_from_variance_kernel<T>
-      <<<blocks, kernels::kPosteriorThreads, 0, ctx.stream()>>>(p, s2, ds2, partial);
+  launch_with_barriers(kernels::posterior_grad_from_variance_kernel<T>, blocks,
+                       kernels::kPosteriorThreads, ctx.stream(), p, s2, ds2, partial);
   VARNET_CUDA_CHECK_LAUNCH("posterior_grad_from_variance_kernel");
-  kernels::posterior_log_alpha_grad_kernel<T>
-      <<<1, kernels::kPosteriorThreads, 0, ctx.stream()>>>(p, partial, blocks);
+  launch_with_barriers(kernels::posterior_log_alpha_grad_kernel<T>, 1, kernels::kPosteriorThreads,
+                       ctx.stream(), p, partial, blocks);
   VARNET_CUDA_CHECK_LAUNCH("posterior_log_alpha_grad_kernel");
 }
 
@@ -114,7 +114,7 @@ template <class T>
 void posterior_mean_weights(GpuContext& ctx, const kernels::PosteriorArgs<T>& p, T* w) {
   detail::expect_posterior(p, false, "cuda::posterior_mean_weights");
   if (p.n == 0) return;
-  kernels::posterior_mean_weights_kernel<T><<<grid_for(p.n), kThreads, 0, ctx.stream()>>>(p, w);
+  launch(kernels::posterior_mean_weights_kernel<T>, grid_for(p.n), kThreads, ctx.stream(), p, w);
   VARNET_CUDA_CHECK_LAUNCH("posterior_mean_weights_kernel");
 }
 
@@ -126,8 +126,8 @@ void posterior_grad_from_mean_weights(GpuContext& ctx, const kernels::PosteriorA
         "a null pointer");
   detail::expect_posterior(p, false, "cuda::posterior_grad_from_mean_weights");
   if (p.n == 0) return;
-  kernels::posterior_grad_from_mean_weights_kernel<T>
-      <<<grid_for(p.n), kThreads, 0, ctx.stream()>>>(p, dw);
+  launch(kernels::posterior_grad_from_mean_weights_kernel<T>, grid_for(p.n), kThreads, ctx.stream(),
+         p, dw);
   VARNET_CUDA_CHECK_LAUNCH("posterior_grad_from_mean_weights_kernel");
 }
 
@@ -142,18 +142,18 @@ void posterior_kl(GpuContext& ctx, const kernels::PosteriorArgs<T>& p, const T* 
   check(kl_sum != nullptr, "cuda::posterior_kl", "a device double for the KL", "a null pointer");
   if (!posterior_has_kl(p.spec) || p.n == 0) return;
   if (p.spec.kind == kernels::PosteriorKind::variational_dropout) {
-    kernels::variational_dropout_kl_kernel<T><<<1, 1, 0, ctx.stream()>>>(p, scale, kl_sum);
+    launch(kernels::variational_dropout_kl_kernel<T>, 1, 1, ctx.stream(), p, scale, kl_sum);
     VARNET_CUDA_CHECK_LAUNCH("variational_dropout_kl_kernel");
     return;
   }
   check(partial != nullptr, "cuda::posterior_kl", "a workspace for the KL's partial sums",
         "a null pointer");
   const int blocks = posterior_blocks(p.n);
-  kernels::sparse_vd_kl_kernel<T>
-      <<<blocks, kernels::kPosteriorThreads, 0, ctx.stream()>>>(p, scale, partial);
+  launch_with_barriers(kernels::sparse_vd_kl_kernel<T>, blocks, kernels::kPosteriorThreads,
+                       ctx.stream(), p, scale, partial);
   VARNET_CUDA_CHECK_LAUNCH("sparse_vd_kl_kernel");
-  kernels::posterior_sum_kernel<T>
-      <<<1, kernels::kPosteriorThreads, 0, ctx.stream()>>>(partial, blocks, kl_sum);
+  launch_with_barriers(kernels::posterior_sum_kernel<T>, 1, kernels::kPosteriorThreads,
+                       ctx.stream(), partial, blocks, kl_sum);
   VARNET_CUDA_CHECK_LAUNCH("posterior_sum_kernel");
 }
 
@@ -172,9 +172,8 @@ void dropout_forward(GpuContext& ctx, const BatchNoise& noise, int64_t count, do
   check_stacked_rows(noise, count / row_numel, "cuda::dropout_forward");
   const float keep = static_cast<float>(1 - p);
   const T scale = T(1) / T(1 - p);
-  kernels::dropout_forward_kernel<T>
-      <<<grid_for(noise.groups(count, row_numel)), kThreads, 0, ctx.stream()>>>(
-          noise, step, count, row_numel, keep, scale, in, out);
+  launch(kernels::dropout_forward_kernel<T>, grid_for(noise.groups(count, row_numel)), kThreads,
+         ctx.stream(), noise, step, count, row_numel, keep, scale, in, out);
   VARNET_CUDA_CHECK_LAUNCH("dropout_forward_kernel");
 }
 

@@ -174,8 +174,8 @@ template <class T>
 void sum_partials(GpuContext& ctx, int64_t count, int64_t chunks, const T* partial, T alpha, T beta,
                   T* c) {
   if (count <= 0) return;
-  kernels::sum_partials_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, chunks, partial, alpha, beta, c);
+  launch(kernels::sum_partials_kernel<T>, grid_for(count), kThreads, ctx.stream(), count, chunks,
+         partial, alpha, beta, c);
   VARNET_CUDA_CHECK_LAUNCH("sum_partials_kernel");
 }
 

@@ -276,7 +276,8 @@ class MeanFieldConv2d : public detail::MeanFieldCommon<T, Posterior> {
                 this->e0(), v, y, device_step);
   }
 
-  void backward(GpuContext& ctx, const MeanFieldTensors<T>& w, const Shape& in, const T* x,
+  // x is not read: the forward pass left its columns in scratch.
+  void backward(GpuContext& ctx, const MeanFieldTensors<T>& w, const Shape& in, const T* /*x*/,
                 const T* dy, T* dx, T* scratch, const BatchNoise& noise, PredictMode mode,
                 const uint32_t* device_step = nullptr) const {
     const ops::ConvGeometry g = geometry(in);

@@ -83,9 +83,8 @@ void lrt_forward(GpuContext& ctx, const BatchNoise& noise, const ops::LrtLayout&
   if (s.numel() == 0) return;
   check_stacked_rows(noise, L.n, "cuda::lrt_forward");
   check(parts >= 1 && parts < 1024, "cuda::lrt_forward", "1 to 1023 partial variances", parts);
-  kernels::lrt_forward_kernel<T>
-      <<<grid_for(noise.groups(s.numel(), s.o * s.p)), kThreads, 0, ctx.stream()>>>(
-          noise, step, s, bias, add_to_y, e0, v, int(parts), s.numel(), y);
+  launch(kernels::lrt_forward_kernel<T>, grid_for(noise.groups(s.numel(), s.o * s.p)), kThreads,
+         ctx.stream(), noise, step, s, bias, add_to_y, e0, v, int(parts), s.numel(), y);
   VARNET_CUDA_CHECK_LAUNCH("lrt_forward_kernel");
 }
 
@@ -96,9 +95,8 @@ void lrt_backward(GpuContext& ctx, const BatchNoise& noise, const ops::LrtLayout
   const kernels::LrtShape s = lrt_shape(L);
   if (s.numel() == 0) return;
   check_stacked_rows(noise, L.n, "cuda::lrt_backward");
-  kernels::lrt_backward_kernel<T>
-      <<<grid_for(noise.groups(s.numel(), s.o * s.p)), kThreads, 0, ctx.stream()>>>(noise, step, s,
-                                                                                    e0, dy, v, dv);
+  launch(kernels::lrt_backward_kernel<T>, grid_for(noise.groups(s.numel(), s.o * s.p)), kThreads,
+         ctx.stream(), noise, step, s, e0, dy, v, dv);
   VARNET_CUDA_CHECK_LAUNCH("lrt_backward_kernel");
 }
 
@@ -107,8 +105,8 @@ template <class T>
 void lrt_input_backward(GpuContext& ctx, int64_t count, const T* x, const T* t, const T* dx_mean,
                         T* dx) {
   if (count <= 0) return;
-  kernels::lrt_input_backward_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, x, t, dx_mean, dx);
+  launch(kernels::lrt_input_backward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count, x,
+         t, dx_mean, dx);
   VARNET_CUDA_CHECK_LAUNCH("lrt_input_backward_kernel");
 }
 
@@ -125,11 +123,11 @@ void im2col_forward(GpuContext& ctx, const T* x, int64_t n, const ops::ConvGeome
   if (total == 0 || (!cols && !cols2)) return;
   const dim3 grid = detail::grid_2d(n * s.plane(), s.rows());
   if (fits_int32(total) && fits_int32(x_size))
-    kernels::im2col_forward_kernel<T, int32_t>
-        <<<grid, kThreads, 0, ctx.stream()>>>(x, static_cast<int32_t>(n), s, cols, cols2);
+    launch(kernels::im2col_forward_kernel<T, int32_t>, grid, kThreads, ctx.stream(), x,
+           static_cast<int32_t>(n), s, cols, cols2);
   else
-    kernels::im2col_forward_kernel<T, int64_t>
-        <<<grid, kThreads, 0, ctx.stream()>>>(x, n, s, cols, cols2);
+    launch(kernels::im2col_forward_kernel<T, int64_t>, grid, kThreads, ctx.stream(), x, n, s, cols,
+           cols2);
   VARNET_CUDA_CHECK_LAUNCH("im2col_forward_kernel");
 }
 
@@ -145,14 +143,14 @@ void im2col_backward(GpuContext& ctx, const T* dcols, int64_t n, const ops::Conv
   const dim3 grid = detail::grid_2d(s.in_h * s.in_w, n * s.in_c);
   const bool small = fits_int32(total) && fits_int32(cols_size), unit = s.stride == 1;
   if (small && unit)
-    kernels::im2col_backward_kernel<T, int32_t, true>
-        <<<grid, kThreads, 0, ctx.stream()>>>(dcols, static_cast<int32_t>(n), s, times_2x, dx);
+    launch(kernels::im2col_backward_kernel<T, int32_t, true>, grid, kThreads, ctx.stream(), dcols,
+           static_cast<int32_t>(n), s, times_2x, dx);
   else if (small)
-    kernels::im2col_backward_kernel<T, int32_t, false>
-        <<<grid, kThreads, 0, ctx.stream()>>>(dcols, static_cast<int32_t>(n), s, times_2x, dx);
+    launch(kernels::im2col_backward_kernel<T, int32_t, false>, grid, kThreads, ctx.stream(), dcols,
+           static_cast<int32_t>(n), s, times_2x, dx);
   else
-    kernels::im2col_backward_kernel<T, int64_t, false>
-        <<<grid, kThreads, 0, ctx.stream()>>>(dcols, n, s, times_2x, dx);
+    launch(kernels::im2col_backward_kernel<T, int64_t, false>, grid, kThreads, ctx.stream(), dcols,
+           n, s, times_2x, dx);
   VARNET_CUDA_CHECK_LAUNCH("im2col_backward_kernel");
 }
 
@@ -162,8 +160,8 @@ void im2col_backward(GpuContext& ctx, const T* dcols, int64_t n, const ops::Conv
 template <class T>
 void variance_forward(GpuContext& ctx, bool log_sigma2, const T* p, T* s2, int64_t count) {
   if (count <= 0) return;
-  kernels::variance_forward_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, log_sigma2, p, s2);
+  launch(kernels::variance_forward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count,
+         log_sigma2, p, s2);
   VARNET_CUDA_CHECK_LAUNCH("variance_forward_kernel");
 }
 
@@ -172,8 +170,8 @@ template <class T>
 void variance_backward(GpuContext& ctx, bool log_sigma2, const T* p, const T* s2, const T* ds2,
                        T* dp, int64_t count) {
   if (count <= 0) return;
-  kernels::variance_backward_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, log_sigma2, p, s2, ds2, dp);
+  launch(kernels::variance_backward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count,
+         log_sigma2, p, s2, ds2, dp);
   VARNET_CUDA_CHECK_LAUNCH("variance_backward_kernel");
 }
 
@@ -184,8 +182,8 @@ void variance_square_forward(GpuContext& ctx, bool log_sigma2, const T* p, T* s2
   const int64_t groups =
       (std::max<int64_t>(count_s, 0) + 3) / 4 + (std::max<int64_t>(count_x, 0) + 3) / 4;
   if (groups == 0) return;
-  kernels::variance_square_forward_kernel<T><<<grid_for(groups), kThreads, 0, ctx.stream()>>>(
-      std::max<int64_t>(count_s, 0), log_sigma2, p, s2, std::max<int64_t>(count_x, 0), x, x2);
+  launch(kernels::variance_square_forward_kernel<T>, grid_for(groups), kThreads, ctx.stream(),
+         std::max<int64_t>(count_s, 0), log_sigma2, p, s2, std::max<int64_t>(count_x, 0), x, x2);
   VARNET_CUDA_CHECK_LAUNCH("variance_square_forward_kernel");
 }
 
@@ -193,7 +191,7 @@ void variance_square_forward(GpuContext& ctx, bool log_sigma2, const T* p, T* s2
 template <class T>
 void square_forward(GpuContext& ctx, const T* x, T* y, int64_t count) {
   if (count <= 0) return;
-  kernels::square_forward_kernel<T><<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, x, y);
+  launch(kernels::square_forward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count, x, y);
   VARNET_CUDA_CHECK_LAUNCH("square_forward_kernel");
 }
 
@@ -201,7 +199,7 @@ void square_forward(GpuContext& ctx, const T* x, T* y, int64_t count) {
 template <class T>
 void relu_forward(GpuContext& ctx, const T* x, T* y, int64_t count) {
   if (count <= 0) return;
-  kernels::relu_forward_kernel<T><<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, x, y);
+  launch(kernels::relu_forward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count, x, y);
   VARNET_CUDA_CHECK_LAUNCH("relu_forward_kernel");
 }
 
@@ -209,8 +207,8 @@ void relu_forward(GpuContext& ctx, const T* x, T* y, int64_t count) {
 template <class T>
 void relu_backward(GpuContext& ctx, const T* y, const T* dy, T* dx, int64_t count) {
   if (count <= 0) return;
-  kernels::relu_backward_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, y, dy, dx);
+  launch(kernels::relu_backward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count, y, dy,
+         dx);
   VARNET_CUDA_CHECK_LAUNCH("relu_backward_kernel");
 }
 
@@ -218,8 +216,8 @@ void relu_backward(GpuContext& ctx, const T* y, const T* dy, T* dx, int64_t coun
 template <class T>
 void leaky_relu_forward(GpuContext& ctx, T slope, const T* x, T* y, int64_t count) {
   if (count <= 0) return;
-  kernels::leaky_relu_forward_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, slope, x, y);
+  launch(kernels::leaky_relu_forward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count,
+         slope, x, y);
   VARNET_CUDA_CHECK_LAUNCH("leaky_relu_forward_kernel");
 }
 
@@ -227,8 +225,8 @@ void leaky_relu_forward(GpuContext& ctx, T slope, const T* x, T* y, int64_t coun
 template <class T>
 void leaky_relu_backward(GpuContext& ctx, T slope, const T* x, const T* dy, T* dx, int64_t count) {
   if (count <= 0) return;
-  kernels::leaky_relu_backward_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, slope, x, dy, dx);
+  launch(kernels::leaky_relu_backward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count,
+         slope, x, dy, dx);
   VARNET_CUDA_CHECK_LAUNCH("leaky_relu_backward_kernel");
 }
 
@@ -236,7 +234,7 @@ void leaky_relu_backward(GpuContext& ctx, T slope, const T* x, const T* dy, T* d
 template <class T>
 void tanh_forward(GpuContext& ctx, const T* x, T* y, int64_t count) {
   if (count <= 0) return;
-  kernels::tanh_forward_kernel<T><<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, x, y);
+  launch(kernels::tanh_forward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count, x, y);
   VARNET_CUDA_CHECK_LAUNCH("tanh_forward_kernel");
 }
 
@@ -244,8 +242,8 @@ void tanh_forward(GpuContext& ctx, const T* x, T* y, int64_t count) {
 template <class T>
 void tanh_backward(GpuContext& ctx, const T* y, const T* dy, T* dx, int64_t count) {
   if (count <= 0) return;
-  kernels::tanh_backward_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, y, dy, dx);
+  launch(kernels::tanh_backward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count, y, dy,
+         dx);
   VARNET_CUDA_CHECK_LAUNCH("tanh_backward_kernel");
 }
 
@@ -256,12 +254,11 @@ void channel_major_to_nchw(GpuContext& ctx, const T* y2, const T* bias, int64_t 
   const int64_t total = n * o * p;
   if (total <= 0) return;
   if (fits_int32(total))
-    kernels::channel_major_to_nchw_kernel<T, int32_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y2, bias, int32_t(n), int32_t(o),
-                                                         int32_t(p), y);
+    launch(kernels::channel_major_to_nchw_kernel<T, int32_t>, grid_for(total), kThreads,
+           ctx.stream(), y2, bias, int32_t(n), int32_t(o), int32_t(p), y);
   else
-    kernels::channel_major_to_nchw_kernel<T, int64_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y2, bias, n, o, p, y);
+    launch(kernels::channel_major_to_nchw_kernel<T, int64_t>, grid_for(total), kThreads,
+           ctx.stream(), y2, bias, n, o, p, y);
   VARNET_CUDA_CHECK_LAUNCH("channel_major_to_nchw_kernel");
 }
 
@@ -271,11 +268,11 @@ void nchw_to_channel_major(GpuContext& ctx, const T* y, int64_t n, int64_t o, in
   const int64_t total = n * o * p;
   if (total <= 0) return;
   if (fits_int32(total))
-    kernels::nchw_to_channel_major_kernel<T, int32_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y, int32_t(n), int32_t(o), int32_t(p), y2);
+    launch(kernels::nchw_to_channel_major_kernel<T, int32_t>, grid_for(total), kThreads,
+           ctx.stream(), y, int32_t(n), int32_t(o), int32_t(p), y2);
   else
-    kernels::nchw_to_channel_major_kernel<T, int64_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(y, n, o, p, y2);
+    launch(kernels::nchw_to_channel_major_kernel<T, int64_t>, grid_for(total), kThreads,
+           ctx.stream(), y, n, o, p, y2);
   VARNET_CUDA_CHECK_LAUNCH("nchw_to_channel_major_kernel");
 }
 
@@ -284,7 +281,8 @@ template <class T>
 void bias_forward(GpuContext& ctx, const T* bias, int64_t n, int64_t o, int64_t p, T* y) {
   const int64_t total = n * o * p;
   if (total <= 0) return;
-  kernels::bias_forward_kernel<T><<<grid_for(total), kThreads, 0, ctx.stream()>>>(bias, n, o, p, y);
+  launch(kernels::bias_forward_kernel<T>, grid_for(total), kThreads, ctx.stream(), bias, n, o, p,
+         y);
   VARNET_CUDA_CHECK_LAUNCH("bias_forward_kernel");
 }
 
@@ -293,8 +291,8 @@ template <class T>
 void bias_backward(GpuContext& ctx, const T* dy, int64_t n, int64_t o, int64_t p, T* db) {
   if (o <= 0 || n * p <= 0) return;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(o, 65535));
-  kernels::bias_backward_kernel<T>
-      <<<blocks, kernels::kReduceThreads, 0, ctx.stream()>>>(dy, n, o, p, db);
+  launch_with_barriers(kernels::bias_backward_kernel<T>, blocks, kernels::kReduceThreads,
+                       ctx.stream(), dy, n, o, p, db);
   VARNET_CUDA_CHECK_LAUNCH("bias_backward_kernel");
 }
 
@@ -306,8 +304,8 @@ template <class T>
 void sample_weights(GpuContext& ctx, const NoiseKey& key, bool bernoulli, bool log_sigma2,
                     int64_t count, const T* p, T* w, T* xi, const uint32_t* step = nullptr) {
   if (count <= 0) return;
-  kernels::sample_weights_kernel<T><<<grid_for((count + 3) / 4), kThreads, 0, ctx.stream()>>>(
-      key, step, bernoulli, log_sigma2, count, p, w, xi);
+  launch(kernels::sample_weights_kernel<T>, grid_for((count + 3) / 4), kThreads, ctx.stream(), key,
+         step, bernoulli, log_sigma2, count, p, w, xi);
   VARNET_CUDA_CHECK_LAUNCH("sample_weights_kernel");
 }
 
@@ -316,8 +314,8 @@ template <class T>
 void weight_backward(GpuContext& ctx, bool log_sigma2, const T* p, const T* xi, const T* dw, T* dp,
                      int64_t count) {
   if (count <= 0) return;
-  kernels::weight_backward_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, log_sigma2, p, xi, dw, dp);
+  launch(kernels::weight_backward_kernel<T>, grid_for(count), kThreads, ctx.stream(), count,
+         log_sigma2, p, xi, dw, dp);
   VARNET_CUDA_CHECK_LAUNCH("weight_backward_kernel");
 }
 
@@ -328,8 +326,8 @@ template <class T>
 void adam_update(GpuContext& ctx, int64_t count, const kernels::AdamScalars<T>& a, T* p, const T* g,
                  T* m, T* v) {
   if (count <= 0) return;
-  kernels::adam_update_kernel<T>
-      <<<grid_for(count), kThreads, 0, ctx.stream()>>>(count, a, p, g, m, v);
+  launch(kernels::adam_update_kernel<T>, grid_for(count), kThreads, ctx.stream(), count, a, p, g, m,
+         v);
   VARNET_CUDA_CHECK_LAUNCH("adam_update_kernel");
 }
 
@@ -345,8 +343,8 @@ void softmax_xent_forward(GpuContext& ctx, int samples, int64_t n, int64_t c, co
   check(c > 1 && n >= 0, "cuda::softmax_xent_forward", "logits (N >= 0, C > 1)", "N ", n, ", C ",
         c);
   if (n == 0) return;
-  kernels::softmax_xent_forward_kernel<T><<<grid_for(n, 128), 128, 0, ctx.stream()>>>(
-      samples, n, c, logits, labels, dlogits, row_loss, row_correct);
+  launch(kernels::softmax_xent_forward_kernel<T>, grid_for(n, 128), 128, ctx.stream(), samples, n,
+         c, logits, labels, dlogits, row_loss, row_correct);
   VARNET_CUDA_CHECK_LAUNCH("softmax_xent_forward_kernel");
 }
 
@@ -394,11 +392,11 @@ void max_pool_forward(GpuContext& ctx, const Shape& in, int64_t k, int64_t s, co
   const int64_t total = p.planes * p.out_plane(), x_size = p.planes * p.in_plane();
   if (total == 0) return;
   if (fits_int32(x_size))  // x is the larger tensor: indices into either fit
-    kernels::max_pool_forward_kernel<T, int32_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, p, y);
+    launch(kernels::max_pool_forward_kernel<T, int32_t>, grid_for(total), kThreads, ctx.stream(), x,
+           p, y);
   else
-    kernels::max_pool_forward_kernel<T, int64_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, p, y);
+    launch(kernels::max_pool_forward_kernel<T, int64_t>, grid_for(total), kThreads, ctx.stream(), x,
+           p, y);
   VARNET_CUDA_CHECK_LAUNCH("max_pool_forward_kernel");
 }
 
@@ -411,11 +409,11 @@ void max_pool_backward(GpuContext& ctx, const Shape& in, int64_t k, int64_t s, c
   const int64_t total = p.planes * p.in_plane();
   if (total == 0) return;
   if (fits_int32(total))
-    kernels::max_pool_backward_kernel<T, int32_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, dy, p, dx);
+    launch(kernels::max_pool_backward_kernel<T, int32_t>, grid_for(total), kThreads, ctx.stream(),
+           x, dy, p, dx);
   else
-    kernels::max_pool_backward_kernel<T, int64_t>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(x, dy, p, dx);
+    launch(kernels::max_pool_backward_kernel<T, int64_t>, grid_for(total), kThreads, ctx.stream(),
+           x, dy, p, dx);
   VARNET_CUDA_CHECK_LAUNCH("max_pool_backward_kernel");
 }
 
@@ -472,24 +470,22 @@ void batch_norm_forward(GpuContext& ctx, const Shape& in, const T* x,
   if (a.batch) {
     const dim3 grid = detail::batch_norm_chunk_grid(s);
     if (small)
-      kernels::batch_norm_moments_kernel<T, int32_t>
-          <<<grid, kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, s, a.partial);
+      launch_with_barriers(kernels::batch_norm_moments_kernel<T, int32_t>, grid,
+                           kernels::kBatchNormThreads, ctx.stream(), x, s, a.partial);
     else
-      kernels::batch_norm_moments_kernel<T, int64_t>
-          <<<grid, kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, s, a.partial);
+      launch_with_barriers(kernels::batch_norm_moments_kernel<T, int64_t>, grid,
+                           kernels::kBatchNormThreads, ctx.stream(), x, s, a.partial);
     VARNET_CUDA_CHECK_LAUNCH("batch_norm_moments_kernel");
   }
-  kernels::batch_norm_stats_kernel<T>
-      <<<batch_norm_blocks(s.c), kernels::kBatchNormThreads, 0, ctx.stream()>>>(s, a);
+  launch_with_barriers(kernels::batch_norm_stats_kernel<T>, batch_norm_blocks(s.c),
+                       kernels::kBatchNormThreads, ctx.stream(), s, a);
   VARNET_CUDA_CHECK_LAUNCH("batch_norm_stats_kernel");
   if (small)
-    kernels::batch_norm_apply_kernel<T, int32_t>
-        <<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(x, s, a.gamma, a.beta, a.used_mean,
-                                                             a.inv_std, a.relu, y);
+    launch(kernels::batch_norm_apply_kernel<T, int32_t>, grid_for(s.numel()), kThreads,
+           ctx.stream(), x, s, a.gamma, a.beta, a.used_mean, a.inv_std, a.relu, y);
   else
-    kernels::batch_norm_apply_kernel<T, int64_t>
-        <<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(x, s, a.gamma, a.beta, a.used_mean,
-                                                             a.inv_std, a.relu, y);
+    launch(kernels::batch_norm_apply_kernel<T, int64_t>, grid_for(s.numel()), kThreads,
+           ctx.stream(), x, s, a.gamma, a.beta, a.used_mean, a.inv_std, a.relu, y);
   VARNET_CUDA_CHECK_LAUNCH("batch_norm_apply_kernel");
 }
 
@@ -509,22 +505,22 @@ void batch_norm_backward(GpuContext& ctx, const Shape& in, const T* x, const T* 
   const bool small = fits_int32(s.numel());
   const dim3 grid = detail::batch_norm_chunk_grid(s);
   if (small)
-    kernels::batch_norm_grad_sums_kernel<T, int32_t>
-        <<<grid, kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, dy, s, a);
+    launch_with_barriers(kernels::batch_norm_grad_sums_kernel<T, int32_t>, grid,
+                         kernels::kBatchNormThreads, ctx.stream(), x, dy, s, a);
   else
-    kernels::batch_norm_grad_sums_kernel<T, int64_t>
-        <<<grid, kernels::kBatchNormThreads, 0, ctx.stream()>>>(x, dy, s, a);
+    launch_with_barriers(kernels::batch_norm_grad_sums_kernel<T, int64_t>, grid,
+                         kernels::kBatchNormThreads, ctx.stream(), x, dy, s, a);
   VARNET_CUDA_CHECK_LAUNCH("batch_norm_grad_sums_kernel");
-  kernels::batch_norm_grad_stats_kernel<T>
-      <<<batch_norm_blocks(s.c), kernels::kBatchNormThreads, 0, ctx.stream()>>>(s, a);
+  launch_with_barriers(kernels::batch_norm_grad_stats_kernel<T>, batch_norm_blocks(s.c),
+                       kernels::kBatchNormThreads, ctx.stream(), s, a);
   VARNET_CUDA_CHECK_LAUNCH("batch_norm_grad_stats_kernel");
   if (!dx) return;
   if (small)
-    kernels::batch_norm_grad_apply_kernel<T, int32_t>
-        <<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(x, dy, s, a, dx);
+    launch(kernels::batch_norm_grad_apply_kernel<T, int32_t>, grid_for(s.numel()), kThreads,
+           ctx.stream(), x, dy, s, a, dx);
   else
-    kernels::batch_norm_grad_apply_kernel<T, int64_t>
-        <<<grid_for(s.numel()), kThreads, 0, ctx.stream()>>>(x, dy, s, a, dx);
+    launch(kernels::batch_norm_grad_apply_kernel<T, int64_t>, grid_for(s.numel()), kThreads,
+           ctx.stream(), x, dy, s, a, dx);
   VARNET_CUDA_CHECK_LAUNCH("batch_norm_grad_apply_kernel");
 }
 

@@ -24,8 +24,8 @@ void gather_batch(GpuContext& ctx, const float* images, const int32_t* labels, c
         str("augmentation of images of ", per, " values with a padding >= 0"), "C ", aug.c, ", H ",
         aug.h, ", W ", aug.w, ", pad ", aug.pad);
   if (batch * per <= 0) return;
-  kernels::gather_batch_kernel<T><<<grid_for(batch * per), kThreads, 0, ctx.stream()>>>(
-      images, labels, order, step, first_step, epoch, batch, per, aug, x, y);
+  launch(kernels::gather_batch_kernel<T>, grid_for(batch * per), kThreads, ctx.stream(), images,
+         labels, order, step, first_step, epoch, batch, per, aug, x, y);
   VARNET_CUDA_CHECK_LAUNCH("gather_batch_kernel");
 }
 
@@ -37,8 +37,8 @@ void adam_scheduled(GpuContext& ctx, int64_t count, const kernels::AdamSchedule&
                     const uint32_t* step, T* p, const T* g, T* m, T* v, const T* lr_scale,
                     int32_t* nonfinite) {
   if (count <= 0) return;
-  kernels::adam_scheduled_kernel<T><<<grid_for(count), kThreads, 0, ctx.stream()>>>(
-      count, sched, step, p, g, m, v, lr_scale, nonfinite);
+  launch_with_barriers(kernels::adam_scheduled_kernel<T>, grid_for(count), kThreads, ctx.stream(),
+                       count, sched, step, p, g, m, v, lr_scale, nonfinite);
   VARNET_CUDA_CHECK_LAUNCH("adam_scheduled_kernel");
 }
 
@@ -47,7 +47,7 @@ void adam_scheduled(GpuContext& ctx, int64_t count, const kernels::AdamSchedule&
 template <class T>
 void kl_step_begin(GpuContext& ctx, const double* schedule, const uint32_t* step, T* scale,
                    double* step_kl) {
-  kernels::kl_step_begin_kernel<T><<<1, 1, 0, ctx.stream()>>>(schedule, step, scale, step_kl);
+  launch(kernels::kl_step_begin_kernel<T>, 1, 1, ctx.stream(), schedule, step, scale, step_kl);
   VARNET_CUDA_CHECK_LAUNCH("kl_step_begin_kernel");
 }
 
@@ -55,7 +55,7 @@ void kl_step_begin(GpuContext& ctx, const double* schedule, const uint32_t* step
 // the host reports it), totals[2] += it.
 template <class T>
 void kl_step_end(GpuContext& ctx, const double* schedule, const uint32_t* step, double* totals) {
-  kernels::kl_step_end_kernel<T><<<1, 1, 0, ctx.stream()>>>(schedule, step, totals);
+  launch(kernels::kl_step_end_kernel<T>, 1, 1, ctx.stream(), schedule, step, totals);
   VARNET_CUDA_CHECK_LAUNCH("kl_step_end_kernel");
 }
 
@@ -64,8 +64,8 @@ void kl_step_end(GpuContext& ctx, const double* schedule, const uint32_t* step, 
 template <class T>
 void finish_step(GpuContext& ctx, int64_t n, const T* row_loss, const int32_t* row_correct,
                  double* totals, int32_t* bad_labels, uint32_t* step) {
-  kernels::finish_step_kernel<T>
-      <<<1, 256, 0, ctx.stream()>>>(n, row_loss, row_correct, totals, bad_labels, step);
+  launch_with_barriers(kernels::finish_step_kernel<T>, 1, 256, ctx.stream(), n, row_loss,
+                       row_correct, totals, bad_labels, step);
   VARNET_CUDA_CHECK_LAUNCH("finish_step_kernel");
 }
 
@@ -76,8 +76,8 @@ void softmax_accumulate(GpuContext& ctx, int64_t n, int64_t c, const T* logits, 
                         int samples = 1) {
   if (n <= 0) return;
   check(samples >= 1, "cuda::softmax_accumulate", "at least one sample", samples);
-  kernels::softmax_accumulate_kernel<T>
-      <<<grid_for(n, 128), 128, 0, ctx.stream()>>>(n, c, samples, logits, sums);
+  launch(kernels::softmax_accumulate_kernel<T>, grid_for(n, 128), 128, ctx.stream(), n, c, samples,
+         logits, sums);
   VARNET_CUDA_CHECK_LAUNCH("softmax_accumulate_kernel");
 }
 

@@ -80,16 +80,16 @@ int64_t winograd_scratch(const ops::ConvGeometry& g, int64_t n) {
 }
 
 namespace detail {
-// Calls launch(I{}) with I = int32_t when a kernel over (channels, tiles) of planes
+// Calls run(I{}) with I = int32_t when a kernel over (channels, tiles) of planes
 // (N, channels, h, w) indexes only int32-sized ranges (its (36, channels, tiles.ld) buffer and its
 // planes), else with I = int64_t.
 template <class F>
 void with_index_type(int64_t channels, int64_t h, int64_t w, const kernels::WinogradTiles& tiles,
-                     F&& launch) {
+                     F&& run) {
   if (fits_int32(winograd::kPoints * channels * tiles.ld) && fits_int32(tiles.n * channels * h * w))
-    launch(int32_t{});
+    run(int32_t{});
   else
-    launch(int64_t{});
+    run(int64_t{});
 }
 
 // v (36, channels, tiles.ld) from planes (N, channels, h, w), windows offset by -pad.
@@ -100,8 +100,8 @@ void winograd_inputs(GpuContext& ctx, const T* x, int64_t channels, int64_t h, i
   if (total == 0) return;
   with_index_type(channels, h, w, tiles, [&](auto i) {
     using I = decltype(i);
-    kernels::winograd_input_kernel<T, I><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
-        x, I(channels), I(h), I(w), I(pad), tiles, v);
+    launch(kernels::winograd_input_kernel<T, I>, grid_for(total), kThreads, ctx.stream(), x,
+           I(channels), I(h), I(w), I(pad), tiles, v);
   });
   VARNET_CUDA_CHECK_LAUNCH("winograd_input_kernel");
 }
@@ -114,8 +114,8 @@ void winograd_outputs(GpuContext& ctx, const T* m, int64_t channels, int64_t h, 
   if (total == 0) return;
   with_index_type(channels, h, w, tiles, [&](auto i) {
     using I = decltype(i);
-    kernels::winograd_output_kernel<T, I><<<grid_for(total), kThreads, 0, ctx.stream()>>>(
-        m, I(channels), I(h), I(w), tiles, bias, y);
+    launch(kernels::winograd_output_kernel<T, I>, grid_for(total), kThreads, ctx.stream(), m,
+           I(channels), I(h), I(w), tiles, bias, y);
   });
   VARNET_CUDA_CHECK_LAUNCH("winograd_output_kernel");
 }
@@ -128,16 +128,16 @@ void winograd_output_grads(GpuContext& ctx, const T* dy, int64_t channels, int64
   if (total == 0) return;
   with_index_type(channels, h, w, tiles, [&](auto i) {
     using I = decltype(i);
-    kernels::winograd_output_grad_kernel<T, I>
-        <<<grid_for(total), kThreads, 0, ctx.stream()>>>(dy, I(channels), I(h), I(w), tiles, dm);
+    launch(kernels::winograd_output_grad_kernel<T, I>, grid_for(total), kThreads, ctx.stream(), dy,
+           I(channels), I(h), I(w), tiles, dm);
   });
   VARNET_CUDA_CHECK_LAUNCH("winograd_output_grad_kernel");
 }
 
 template <class T>
 void winograd_filters(GpuContext& ctx, const T* w, int64_t O, int64_t C, bool flipped, T* u) {
-  kernels::winograd_filter_kernel<T>
-      <<<grid_for(O * C), kThreads, 0, ctx.stream()>>>(w, O, C, flipped, u);
+  launch(kernels::winograd_filter_kernel<T>, grid_for(O * C), kThreads, ctx.stream(), w, O, C,
+         flipped, u);
   VARNET_CUDA_CHECK_LAUNCH("winograd_filter_kernel");
 }
 }  // namespace detail
@@ -181,13 +181,13 @@ void winograd_conv_backward(GpuContext& ctx, const T* dy, const T* w, T* dw, T* 
     const T** pa = static_cast<const T**>(ptrs);
     const T** pb = pa + batch;
     T** pc = static_cast<T**>(ptrs) + 2 * batch;
-    kernels::winograd_grad_pointers_kernel<T><<<grid_for(batch), kThreads, 0, ctx.stream()>>>(
-        m, v, parts, O, C, p.forward.ld, p.chunk, int(p.chunks), pa, pb, pc);
+    launch(kernels::winograd_grad_pointers_kernel<T>, grid_for(batch), kThreads, ctx.stream(), m, v,
+           parts, O, C, p.forward.ld, p.chunk, int(p.chunks), pa, pb, pc);
     VARNET_CUDA_CHECK_LAUNCH("winograd_grad_pointers_kernel");
     gemm_batched(ctx, Op::N, Op::T, O, C, p.chunk, T(1), pa, p.forward.ld, pb, p.forward.ld, T(0),
                  pc, C, batch);
-    kernels::winograd_filter_grad_kernel<T>
-        <<<grid_for(OC), kThreads, 0, ctx.stream()>>>(parts, int(p.chunks), O, C, dw);
+    launch(kernels::winograd_filter_grad_kernel<T>, grid_for(OC), kThreads, ctx.stream(), parts,
+           int(p.chunks), O, C, dw);
     VARNET_CUDA_CHECK_LAUNCH("winograd_filter_grad_kernel");
   }
   if (dx) {
