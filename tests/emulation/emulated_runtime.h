@@ -118,7 +118,6 @@ struct Runtime {
   size_t allocated = 0;
   cudaError_t sticky = cudaSuccess;    // a kernel fault: every later call returns it
   std::vector<CUstream_st*> captures;  // streams being captured
-  CUstream_st legacy;                  // the null stream
 };
 inline Runtime& runtime() {
   static Runtime* r = new Runtime();  // leaked: static destructors may still free buffers
