@@ -292,10 +292,6 @@ inline cudaError_t cudaGetLastError() {
   emu::detail::t_last_error = cudaSuccess;
   return e;
 }
-inline cudaError_t cudaPeekAtLastError() {
-  if (const cudaError_t s = emu::detail::sticky(); s != cudaSuccess) return s;
-  return emu::detail::t_last_error;
-}
 
 inline cudaError_t cudaGetDeviceCount(int* count) {
   *count = 1;
