@@ -23,8 +23,10 @@
 // What it cannot emulate:
 //   - warps: no warp-synchronous execution, shuffles, votes or atomics (the kernels use none);
 //     code relying on lockstep within a warp would pass here and fail on a GPU, or the reverse;
-//   - inter-block races: blocks run one after another, so blocks that race through global memory
-//     give the sequential answer here;
+//   - true concurrency: blocks, and a block's threads between two barriers, run one after
+//     another. The order varies from launch to launch (Schedule, below), so a kernel that
+//     depends on it fails some launches; but two threads whose accesses interleave within one
+//     statement (a lost update) are never caught;
 //   - the memory model: the barrier orders everything, which is stronger than CUDA's; and a
 //     __shared__ array keeps the previous block's values where a GPU has garbage, so a read
 //     before a write goes unnoticed;
@@ -44,11 +46,13 @@
 #include <math.h>  // expf, logf, ... in the global namespace, as device code calls them
 
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -176,6 +180,73 @@ inline uint3 coords(unsigned i, const dim3& d) {
 }
 }  // namespace detail
 
+// The order in which the emulation runs what a GPU runs concurrently: the blocks of a launch,
+// and the threads of a block between two __syncthreads.
+//   kVaried (the default): each launch draws its order from a fixed pseudo-random sequence:
+//     forward, reverse, or shuffled (threads reshuffled at every barrier). A kernel whose
+//     threads or blocks depend on each other's order (a missing barrier, two threads writing
+//     one output) then gives different answers in different launches, and the tests comparing
+//     it with the CPU see it. Race-free kernels give the same answer in every order.
+//   kForward: blocks and threads in increasing index, the same every launch; to tell whether a
+//     failure depends on the order. The environment variable VARNET_EMU_SCHEDULE=forward|varied
+//     sets the schedule for a whole run; set_schedule() changes it.
+enum class Schedule { kVaried, kForward };
+
+namespace detail {
+enum class Order { kForward, kReverse, kShuffled };
+struct LaunchOrder {
+  Order kind;
+  uint64_t seed;  // for the shuffles
+};
+
+inline uint64_t mix(uint64_t x) {  // splitmix64's finaliser
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// idx = [0, n) in the given order; `seed` picks the shuffle (Fisher-Yates).
+inline void arrange(std::vector<unsigned>& idx, unsigned n, Order order, uint64_t seed) {
+  idx.resize(n);
+  for (unsigned i = 0; i < n; ++i) idx[i] = order == Order::kReverse ? n - 1 - i : i;
+  if (order != Order::kShuffled) return;
+  for (unsigned i = n; i > 1; --i) {
+    seed = mix(seed);
+    std::swap(idx[i - 1], idx[unsigned(seed % i)]);
+  }
+}
+
+inline Schedule schedule_from_environment() {
+  const char* v = std::getenv("VARNET_EMU_SCHEDULE");
+  const std::string s = v ? v : "";
+  if (s.empty() || s == "varied") return Schedule::kVaried;
+  if (s == "forward") return Schedule::kForward;
+  throw std::invalid_argument("VARNET_EMU_SCHEDULE: expected 'varied' or 'forward', found '" + s +
+                              "'");
+}
+inline Schedule& schedule_setting() {
+  static Schedule s = schedule_from_environment();
+  return s;
+}
+inline std::atomic<uint64_t> launch_serial{0};
+
+// The next launch's order: a hash of the launch's serial number picks it, so that a kernel
+// launched at a fixed position in a repeated sequence (a training step) still meets every order.
+inline LaunchOrder next_launch_order() {
+  const uint64_t h = mix(launch_serial.fetch_add(1, std::memory_order_relaxed));
+  if (schedule_setting() == Schedule::kForward) return {Order::kForward, h};
+  return {static_cast<Order>(h % 3), mix(h)};
+}
+}  // namespace detail
+
+inline Schedule schedule() {
+  return detail::schedule_setting();
+}
+inline void set_schedule(Schedule s) {
+  detail::schedule_setting() = s;
+}
+
 // Runs body() once per thread of a grid x block launch, with threadIdx, blockIdx, blockDim and
 // gridDim set as the kernel expects; body is typically [&] { some_kernel<T>(args...); }.
 //   threaded = false: plain loops over blocks and threads on the calling thread. Fast; for
@@ -191,13 +262,22 @@ void launch(dim3 grid, dim3 block, bool threaded, Body&& body) {
   blockDim = block;
   const unsigned blocks = grid.x * grid.y * grid.z, threads = block.x * block.y * block.z;
   if (!threaded) {
-    for (unsigned b = 0; b < blocks; ++b)
-      for (unsigned t = 0; t < threads; ++t) {
-        blockIdx = detail::coords(b, grid);
-        threadIdx = detail::coords(t, block);
-        detail::t_barrier = nullptr;
+    // Blocks, and threads within a block, in the launch's order (forward under
+    // Schedule::kForward); no two may depend on each other, as on a GPU.
+    const detail::LaunchOrder order = detail::next_launch_order();
+    std::vector<unsigned> block_order, thread_order;
+    detail::arrange(block_order, blocks, order.kind, order.seed);
+    detail::arrange(thread_order, threads, order.kind, detail::mix(order.seed + 1));
+    std::vector<uint3> thread_coords(threads);
+    for (unsigned t = 0; t < threads; ++t) thread_coords[t] = detail::coords(t, block);
+    detail::t_barrier = nullptr;
+    for (unsigned b : block_order) {
+      blockIdx = detail::coords(b, grid);
+      for (unsigned t : thread_order) {
+        threadIdx = thread_coords[t];
         body();
       }
+    }
     return;
   }
   // Workers run the blocks in order; each block gets a fresh barrier (arrive_and_drop lowers a
@@ -244,7 +324,8 @@ namespace emu {
 
 // Runs a launch as launch(grid, block, true, body) does, with each block's threads as fibers
 // on the calling thread instead of OS threads (emulated_fibers.h): the same checks, far faster
-// barriers, but a fixed order between them. Falls back to threads where fibers are missing.
+// barriers. Between two barriers the threads run one at a time, in the launch's order (Schedule).
+// Falls back to threads where fibers are missing.
 template <class Body>
 void launch_fibers(dim3 grid, dim3 block, Body& body) {
 #if defined(VARNET_EMU_FIBERS)
@@ -261,14 +342,22 @@ void launch_fibers(dim3 grid, dim3 block, Body& body) {
     explicit Active(fibers::Scheduler* p) { fibers::t_scheduler = p; }
     ~Active() { fibers::t_scheduler = nullptr; }
   } active(&s);
-  for (unsigned b = 0; b < blocks; ++b) {
+  const detail::LaunchOrder order = detail::next_launch_order();
+  std::vector<unsigned> block_order, thread_order;
+  detail::arrange(block_order, blocks, order.kind, order.seed);
+  for (unsigned b : block_order) {
     blockIdx = detail::coords(b, grid);
     for (unsigned t = 0; t < threads; ++t) fibers::prepare(s.fibers[t]);
-    // Rounds: each unfinished thread runs to its next __syncthreads or its end, in threadIdx
-    // order. A thread that has returned drops out of later barriers, as in the threaded mode.
-    for (bool running = true; running;) {
+    // Rounds: each unfinished thread runs to its next __syncthreads or its end, in the launch's
+    // order (a fresh shuffle each round when shuffled), so a read of another thread's write with
+    // no barrier between them sees the write in some launches and misses it in others. A thread
+    // that has returned drops out of later barriers, as in the threaded mode.
+    uint64_t round = 0;
+    for (bool running = true; running; ++round) {
       running = false;
-      for (unsigned t = 0; t < threads; ++t) {
+      detail::arrange(thread_order, threads, order.kind,
+                      detail::mix(order.seed ^ (uint64_t(b) << 20) ^ round));
+      for (unsigned t : thread_order) {
         fibers::Fiber& f = s.fibers[t];
         if (f.done) continue;
         threadIdx = coords[t];

@@ -4,11 +4,11 @@
 // Why: the GPU backend's emulated suite launches such kernels by the thousands of blocks (the
 // Adam step over every parameter, the bias and batch-norm reductions of every layer). As OS
 // threads meeting at a std::barrier, a barrier phase of 256 threads costs about 0.6 ms on two
-// cores; as fibers it costs 512 context switches of a few nanoseconds each. The order is fixed:
-// between two barriers, the threads run one after another in increasing threadIdx, so a missing
-// barrier between a thread's write and a higher thread's read goes unnoticed here (the threaded
-// mode of emu::launch, with real concurrency, is what tests/emulation's kernel tests use to look
-// for those).
+// cores; as fibers it costs 512 context switches of a few nanoseconds each. Between two
+// barriers the threads run one after another, in an order the scheduler in cuda_runtime.h
+// varies from launch to launch (forward, reverse, shuffled), so that a missing barrier between
+// one thread's write and another's read shows in some launches. The threaded mode of
+// emu::launch, with real concurrency, is the other check tests/emulation's kernel tests use.
 //
 // x86-64 only (the context switch below saves the System V callee-saved registers; not MXCSR or
 // the x87 control word, which no kernel changes); elsewhere the callers use threads.

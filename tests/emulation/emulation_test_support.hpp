@@ -3,7 +3,7 @@
 // The [cuda] parity tests (tests/cuda/) check the same pairs on a GPU, but they run only where a
 // GPU is; this test runs in every CI build, so a kernel's index arithmetic, layout, grid-stride
 // loop or reduction tree is checked even when no GPU is available. It does not replace them: see
-// the shim's header for what emulation cannot see (warps, inter-block races, device libm, FMA
+// the shim's header for what emulation cannot see (warps, true concurrency, device libm, FMA
 // contraction).
 //
 // One test case per kernel family, in float and double, each with odd sizes (not multiples of 4

@@ -4,6 +4,9 @@
 // breaks one rule and expects the refusal.
 #include <cublas_v2.h>
 
+#include <cstdlib>
+#include <set>
+
 #include "emulation_test_support.hpp"
 #include "varnet/cuda/launch.hpp"
 
@@ -41,6 +44,27 @@ void block_sum_kernel(const float* in, int n, float* out) {
 void divergent_kernel(int* out) {
   if (threadIdx.x != 0) __syncthreads();
   out[threadIdx.x] = 1;
+}
+
+// Thread 0 reads *in into shared memory and every thread copies it out, with the barrier between
+// the write and the reads (broadcast_kernel) and without it (broadcast_racy_kernel: a race that a
+// GPU may or may not show, depending on how its warps are scheduled).
+void broadcast_kernel(const float* in, float* out) {
+  __shared__ float value;
+  if (threadIdx.x == 0) value = *in;
+  __syncthreads();
+  out[threadIdx.x] = value;
+}
+void broadcast_racy_kernel(const float* in, float* out) {
+  __shared__ float value;
+  if (threadIdx.x == 0) value = *in;
+  out[threadIdx.x] = value;
+  __syncthreads();
+}
+
+// Every thread of every block writes its global index to one word: whichever runs last wins.
+void last_writer_kernel(unsigned* out) {
+  *out = blockIdx.x * blockDim.x + threadIdx.x;
 }
 
 // A fault is sticky, as on a GPU; tests that cause one clear it for the cases after them.
@@ -127,6 +151,63 @@ TEST_CASE("emulated barriers: fibers reduce as threads do, divergence is a stick
   CHECK(cudaFree(in) == cudaSuccess);
   CHECK(cudaFree(out) == cudaSuccess);
   CHECK(cudaFree(flags) == cudaSuccess);
+}
+
+TEST_CASE("emulated schedules: order-dependent kernels fail some launches, correct ones none",
+          "[emulation]") {
+  struct RestoreSchedule {
+    emu::Schedule saved = emu::schedule();
+    ~RestoreSchedule() { emu::set_schedule(saved); }
+  } restore;
+  const unsigned threads = 64;
+  auto* in = static_cast<float*>(device_alloc(sizeof(float)));
+  auto* out = static_cast<float*>(device_alloc(threads * sizeof(float)));
+  // Launches `kernel` `launches` times, each with a new value to broadcast; returns how many
+  // launches left some thread with a value other than that launch's.
+  auto wrong_launches = [&](void (*kernel)(const float*, float*), int launches) {
+    int wrong = 0;
+    for (int i = 0; i < launches; ++i) {
+      *in = float(i + 1);
+      cuda::launch_with_barriers(kernel, 1, threads, nullptr, in, out);
+      REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+      wrong += int(std::any_of(out, out + threads, [&](float v) { return v != *in; }));
+    }
+    return wrong;
+  };
+  // In increasing threadIdx, thread 0 writes before the others read: the race is hidden.
+  emu::set_schedule(emu::Schedule::kForward);
+  CHECK(wrong_launches(broadcast_racy_kernel, 30) == 0);
+  emu::set_schedule(emu::Schedule::kVaried);
+  CHECK(wrong_launches(broadcast_racy_kernel, 30) > 0);
+  CHECK(wrong_launches(broadcast_kernel, 30) == 0);
+
+  // Without barriers: forward order always ends with the last thread of the last block.
+  auto* word = static_cast<unsigned*>(device_alloc(sizeof(unsigned)));
+  auto last_writers = [&] {
+    std::set<unsigned> seen;
+    for (int i = 0; i < 30; ++i) {
+      cuda::launch(last_writer_kernel, 4, 32, nullptr, word);
+      REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+      seen.insert(*word);
+    }
+    return seen;
+  };
+  emu::set_schedule(emu::Schedule::kForward);
+  CHECK(last_writers() == std::set<unsigned>{127});
+  emu::set_schedule(emu::Schedule::kVaried);
+  CHECK(last_writers().size() > 2);
+
+  // The environment's setting is checked, not guessed.
+  ::setenv("VARNET_EMU_SCHEDULE", "backwards", 1);
+  CHECK_THROWS_WITH(emu::detail::schedule_from_environment(),
+                    Catch::Contains("expected 'varied' or 'forward', found 'backwards'"));
+  ::setenv("VARNET_EMU_SCHEDULE", "forward", 1);
+  CHECK(emu::detail::schedule_from_environment() == emu::Schedule::kForward);
+  ::unsetenv("VARNET_EMU_SCHEDULE");
+  CHECK(emu::detail::schedule_from_environment() == emu::Schedule::kVaried);
+  CHECK(cudaFree(in) == cudaSuccess);
+  CHECK(cudaFree(out) == cudaSuccess);
+  CHECK(cudaFree(word) == cudaSuccess);
 }
 
 TEST_CASE("emulated stream capture: recorded not run, replayed, and its forbidden calls",
