@@ -205,9 +205,13 @@ TEMPLATE_TEST_CASE("emulated K-sample softmax cross-entropy matches cross_entrop
     for (const S sh : {S{1, 2}, S{7, 10}, S{33, 37}}) {
       const int64_t n = sh.n, c = sh.c, nc = n * c;
       INFO(type_name<T>() << ", K " << samples << ", N " << n << ", C " << c);
-      const Buf<T> logits = random_values<T>(samples * nc, 70, -4, 4);
+      Buf<T> logits = random_values<T>(samples * nc, 70, -4, 4);
       std::vector<int32_t> labels(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) labels[size_t(i)] = int32_t((i * 7 + 3) % c);
+      // Row 0 ties every class in every sample. The prediction must be the first of the tied
+      // classes, as on the CPU: with label 0 the row counts as correct only then.
+      for (int k = 0; k < samples; ++k) std::fill_n(logits.data() + k * nc, c, T(0));
+      labels[0] = 0;
       std::vector<ConstView<T>> views;
       Buf<T> d_cpu(static_cast<size_t>(samples * nc));
       std::vector<TensorView<T>> dviews;

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Mutation check of the GPU kernels' tests: do they fail when a kernel is wrong?
+
+Each mutation in tests/emulation/mutations.json is a one-line slip in a kernel (an off-by-one, a
+dropped factor, a missing barrier, a swapped operand). For each, this script edits the kernel,
+rebuilds one test target, runs it, restores the kernel, and reports whether the test failed
+("caught") or passed ("SURVIVED"). A surviving mutation is a hole in the tests, or a mutation
+that changes nothing observable (say so in its "why").
+
+The kernels run on the CPU through the emulation (tests/emulation), so no GPU is needed:
+
+  cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release
+  scripts/mutation-check.py                       # every mutation, against test_emulated_kernels
+  scripts/mutation-check.py lrt-parts pool-ties   # some of them
+  scripts/mutation-check.py --target test_emulated_cuda_suite \
+      --test-args '"cuda::Trainer follows the host Trainer*"' adam-barrier
+      # against the [cuda] suite on the emulation, one test case of it (about 4 minutes a
+      # build); the suite's own CMake option VARNET_EMULATED_CUDA_SUITE must be ON
+
+Each mutation costs a rebuild of the target (about a minute for test_emulated_kernels on two
+cores) and a run. The files are restored however the script ends (short of SIGKILL); it refuses
+to start when a file it would mutate has uncommitted changes. While it runs, the working tree holds
+a mutated kernel: do not commit until it has finished. Exit status: 0 when every mutation run was caught,
+1 when some survived, 2 on a usage or set-up error.
+"""
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MUTATIONS = os.path.join(ROOT, "tests", "emulation", "mutations.json")
+
+
+def load_mutations(path):
+    with open(path) as f:
+        mutations = json.load(f)
+    for m in mutations:
+        for key in ("id", "file", "find", "replace", "why"):
+            if key not in m:
+                sys.exit(f"mutation-check: {path}: entry {m.get('id', '?')} has no '{key}'")
+    return mutations
+
+
+def apply(m):
+    """Returns the file's original text after writing the mutated one."""
+    path = os.path.join(ROOT, m["file"])
+    with open(path) as f:
+        text = f.read()
+    count = text.count(m["find"])
+    if count != 1:
+        raise ValueError(f"{m['id']}: expected the text once in {m['file']}, found it {count} times")
+    with open(path, "w") as f:
+        f.write(text.replace(m["find"], m["replace"]))
+    return text
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("ids", nargs="*", help="mutations to run (default: all)")
+    p.add_argument("--build", default="build-emu", help="a configured build directory")
+    p.add_argument("--target", default="test_emulated_kernels", help="the test target")
+    p.add_argument("--test-args", default="",
+                   help="arguments for the test binary, e.g. a Catch2 test name to run only it")
+    p.add_argument("--jobs", default=str(os.cpu_count() or 2), help="build jobs")
+    p.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = p.parse_args()
+    # A kill by SIGTERM still restores the mutated file (the finally below); output piped into
+    # `head` ends quietly.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+    mutations = load_mutations(MUTATIONS)
+    if args.list:
+        for m in mutations:
+            print(f"{m['id']:18} {m['file']:28} {m['why']}")
+        return 0
+    known = {m["id"] for m in mutations}
+    unknown = [i for i in args.ids if i not in known]
+    if unknown:
+        print(f"mutation-check: unknown mutation(s) {', '.join(unknown)}; --list shows them",
+              file=sys.stderr)
+        return 2
+    chosen = [m for m in mutations if not args.ids or m["id"] in args.ids]
+    build = os.path.join(ROOT, args.build)
+    if not os.path.isfile(os.path.join(build, "CMakeCache.txt")):
+        print(f"mutation-check: {args.build} is not a configured build directory "
+              "(cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release)", file=sys.stderr)
+        return 2
+    files = sorted({m["file"] for m in chosen})
+    dirty = subprocess.run(["git", "status", "--porcelain", "--"] + files, cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    if dirty:
+        print(f"mutation-check: uncommitted changes in files it would mutate:\n{dirty}",
+              file=sys.stderr)
+        return 2
+    binary = os.path.join(build, "tests", args.target)
+    log_dir = os.path.join(build, "mutation-logs")
+    os.makedirs(log_dir, exist_ok=True)
+
+    print("mutation-check: the working tree holds a mutated kernel until this ends; "
+          "do not commit meanwhile", flush=True)
+    survived = []
+    for n, m in enumerate(chosen, 1):
+        start = time.time()
+        path = os.path.join(ROOT, m["file"])
+        original = apply(m)
+        try:
+            log = os.path.join(log_dir, m["id"] + ".log")
+            with open(log, "w") as out:
+                built = subprocess.run(
+                    ["cmake", "--build", build, "--target", args.target, "-j", args.jobs],
+                    stdout=out, stderr=subprocess.STDOUT).returncode == 0
+                rc = subprocess.run([binary] + shlex.split(args.test_args), stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=os.path.dirname(binary)).returncode if built else None
+        finally:
+            with open(path, "w") as f:
+                f.write(original)
+        if rc is None:
+            verdict = "does not build (a broken mutation: fix its text)"
+            survived.append(m["id"])
+        elif rc == 0:
+            verdict = "SURVIVED"
+            survived.append(m["id"])
+        else:
+            verdict = "caught"
+        print(f"[{n}/{len(chosen)}] {m['id']:18} {verdict:9} {time.time() - start:5.0f} s   "
+              f"{m['why']}", flush=True)
+    # Leave the build matching the restored sources.
+    subprocess.run(["cmake", "--build", build, "--target", args.target, "-j", args.jobs],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"mutation-check: {len(chosen) - len(survived)} of {len(chosen)} caught"
+          + (f"; not caught: {', '.join(survived)} (logs in {log_dir})" if survived else ""))
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
