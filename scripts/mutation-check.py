@@ -4,7 +4,8 @@
 Each mutation in tests/emulation/mutations.json is a one-line slip in a kernel (an off-by-one, a
 dropped factor, a missing barrier, a swapped operand). For each, this script edits the kernel,
 rebuilds one test target, runs it, restores the kernel, and reports whether the test failed
-("caught") or passed ("SURVIVED"). A surviving mutation is a hole in the tests, or a mutation
+("caught") or passed ("SURVIVED"). It first builds and runs the target unmutated, and stops if
+that fails, which would make every mutation look caught. A surviving mutation is a hole in the tests, or a mutation
 that changes nothing observable (say so in its "why").
 
 The kernels run on the CPU through the emulation (tests/emulation), so no GPU is needed:
@@ -103,21 +104,39 @@ def main():
     log_dir = os.path.join(build, "mutation-logs")
     os.makedirs(log_dir, exist_ok=True)
 
-    print("mutation-check: the working tree holds a mutated kernel until this ends; "
-          "do not commit meanwhile", flush=True)
+    def build_and_run(log_path):
+        """None when the target does not build, else the test's exit status."""
+        with open(log_path, "w") as out:
+            if subprocess.run(["cmake", "--build", build, "--target", args.target, "-j", args.jobs],
+                              stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                return None
+            if not os.path.isfile(binary):
+                sys.exit(f"mutation-check: built {args.target}, but found no {binary} to run")
+            return subprocess.run([binary] + shlex.split(args.test_args), stdout=out,
+                                  stderr=subprocess.STDOUT, cwd=os.path.dirname(binary)).returncode
+
+    # The unmutated sources first: a target that does not build, or tests that already fail,
+    # would make every mutation look caught.
+    baseline_log = os.path.join(log_dir, "baseline.log")
+    rc = build_and_run(baseline_log)
+    if rc is None:
+        print(f"mutation-check: {args.target} does not build in {args.build} without mutations "
+              f"(see {baseline_log}; the emulated suite needs VARNET_EMULATED_CUDA_SUITE=ON)",
+              file=sys.stderr)
+        return 2
+    if rc != 0:
+        print(f"mutation-check: {args.target} fails without mutations (see {baseline_log}); "
+              "fix that first", file=sys.stderr)
+        return 2
+    print("mutation-check: the unmutated tests pass. The working tree holds a mutated kernel "
+          "until this ends: do not commit meanwhile", flush=True)
     survived = []
     for n, m in enumerate(chosen, 1):
         start = time.time()
         path = os.path.join(ROOT, m["file"])
         original = apply(m)
         try:
-            log = os.path.join(log_dir, m["id"] + ".log")
-            with open(log, "w") as out:
-                built = subprocess.run(
-                    ["cmake", "--build", build, "--target", args.target, "-j", args.jobs],
-                    stdout=out, stderr=subprocess.STDOUT).returncode == 0
-                rc = subprocess.run([binary] + shlex.split(args.test_args), stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=os.path.dirname(binary)).returncode if built else None
+            rc = build_and_run(os.path.join(log_dir, m["id"] + ".log"))
         finally:
             with open(path, "w") as f:
                 f.write(original)
