@@ -5,8 +5,8 @@ Each mutation in tests/emulation/mutations.json is a one-line slip in a kernel (
 dropped factor, a missing barrier, a swapped operand). For each, this script edits the kernel,
 rebuilds one test target, runs it, restores the kernel, and reports whether the test failed
 ("caught") or passed ("SURVIVED"). It first builds and runs the target unmutated, and stops if
-that fails, which would make every mutation look caught. A surviving mutation is a hole in the tests, or a mutation
-that changes nothing observable (say so in its "why").
+that fails, which would make every mutation look caught. A surviving mutation is a hole in the
+tests, or a mutation that changes nothing observable (say so in its "why").
 
 The kernels run on the CPU through the emulation (tests/emulation), so no GPU is needed:
 
@@ -20,9 +20,9 @@ The kernels run on the CPU through the emulation (tests/emulation), so no GPU is
 
 Each mutation costs a rebuild of the target (about a minute for test_emulated_kernels on two
 cores) and a run. The files are restored however the script ends (short of SIGKILL); it refuses
-to start when a file it would mutate has uncommitted changes. While it runs, the working tree holds
-a mutated kernel: do not commit until it has finished. Exit status: 0 when every mutation run was caught,
-1 when some survived, 2 on a usage or set-up error.
+to start when a file it would mutate has uncommitted changes. While it runs, the working tree
+holds a mutated kernel: do not commit until it has finished. Exit status: 0 when every mutation
+run was caught, 1 when some survived, 2 on a usage or set-up error.
 """
 import argparse
 import json
