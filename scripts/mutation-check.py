@@ -54,7 +54,8 @@ def apply(m):
         text = f.read()
     count = text.count(m["find"])
     if count != 1:
-        raise ValueError(f"{m['id']}: expected the text once in {m['file']}, found it {count} times")
+        sys.exit(f"mutation-check: {m['id']}: expected its text once in {m['file']}, "
+                 f"found it {count} times (the kernel changed: update mutations.json)")
     with open(path, "w") as f:
         f.write(text.replace(m["find"], m["replace"]))
     return text
