@@ -37,13 +37,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MUTATIONS = os.path.join(ROOT, "tests", "emulation", "mutations.json")
 
 
+def die(message):
+    """A usage or set-up error: exit status 2."""
+    print(f"mutation-check: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def load_mutations(path):
     with open(path) as f:
         mutations = json.load(f)
     for m in mutations:
         for key in ("id", "file", "find", "replace", "why"):
             if key not in m:
-                sys.exit(f"mutation-check: {path}: entry {m.get('id', '?')} has no '{key}'")
+                die(f"{path}: entry {m.get('id', '?')} has no '{key}'")
     return mutations
 
 
@@ -54,8 +60,8 @@ def apply(m):
         text = f.read()
     count = text.count(m["find"])
     if count != 1:
-        sys.exit(f"mutation-check: {m['id']}: expected its text once in {m['file']}, "
-                 f"found it {count} times (the kernel changed: update mutations.json)")
+        die(f"{m['id']}: expected its text once in {m['file']}, found it {count} times "
+            "(the kernel changed: update mutations.json)")
     with open(path, "w") as f:
         f.write(text.replace(m["find"], m["replace"]))
     return text
@@ -112,7 +118,7 @@ def main():
                               stdout=out, stderr=subprocess.STDOUT).returncode != 0:
                 return None
             if not os.path.isfile(binary):
-                sys.exit(f"mutation-check: built {args.target}, but found no {binary} to run")
+                die(f"built {args.target}, but found no {binary} to run")
             return subprocess.run([binary] + shlex.split(args.test_args), stdout=out,
                                   stderr=subprocess.STDOUT, cwd=os.path.dirname(binary)).returncode
 
