@@ -77,6 +77,9 @@ def main():
                    help="arguments for the test binary, e.g. a Catch2 test name to run only it")
     p.add_argument("--jobs", default=str(os.cpu_count() or 2), help="build jobs")
     p.add_argument("--list", action="store_true", help="list the mutations and exit")
+    p.add_argument("--verify", action="store_true",
+                   help="only check that every mutation's text is found once in its file "
+                        "(a ctest: the list must follow the kernels as they change)")
     args = p.parse_args()
     # A kill by SIGTERM still restores the mutated file (the finally below); output piped into
     # `head` ends quietly.
@@ -88,6 +91,22 @@ def main():
         for m in mutations:
             print(f"{m['id']:18} {m['file']:28} {m['why']}")
         return 0
+    if args.verify:
+        ids = [m["id"] for m in mutations]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        problems = [f"{i}: the id is used twice" for i in twice]
+        for m in mutations:
+            path = os.path.join(ROOT, m["file"])
+            count = open(path).read().count(m["find"]) if os.path.isfile(path) else -1
+            if count != 1:
+                problems.append(f"{m['id']}: expected its text once in {m['file']}, found "
+                                + ("no such file" if count < 0 else f"it {count} times"))
+        for line in problems:
+            print(f"mutation-check: {line}", file=sys.stderr)
+        print(f"mutation-check: {len(mutations)} mutations, "
+              + (f"{len(problems)} problem(s): update tests/emulation/mutations.json" if problems
+                 else "each found once in its file"))
+        return 1 if problems else 0
     known = {m["id"] for m in mutations}
     unknown = [i for i in args.ids if i not in known]
     if unknown:
