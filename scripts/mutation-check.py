@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Mutation check of the GPU kernels' tests: do they fail when a kernel is wrong?
+"""Mutation check of the tests: do they fail when a kernel, or the CPU code, is wrong?
 
 Each mutation in tests/emulation/mutations.json is a one-line slip in a kernel (an off-by-one, a
 dropped factor, a missing barrier, a swapped operand). For each, this script edits the kernel,
@@ -18,10 +18,16 @@ The kernels run on the CPU through the emulation (tests/emulation), so no GPU is
       # against the [cuda] suite on the emulation, one test case of it (about 4 minutes a
       # build); the suite's own CMake option VARNET_EMULATED_CUDA_SUITE must be ON
 
+The CPU reference (the layers and ops under include/varnet, which the GPU must agree with) has
+its own list, run against the CPU tests it names, in any build directory:
+
+  scripts/mutation-check.py --mutations tests/mutations_cpu.json
+  scripts/mutation-check.py --mutations tests/mutations_cpu.json lrt-e0 --target test_gradcheck
+
 Each mutation costs a rebuild of the target (about a minute for test_emulated_kernels on two
 cores) and a run. The files are restored however the script ends (short of SIGKILL); it refuses
 to start when a file it would mutate has uncommitted changes. While it runs, the working tree
-holds a mutated kernel: do not commit until it has finished. Exit status: 0 when every mutation
+holds a mutated file: do not commit until it has finished. Exit status: 0 when every mutation
 run was caught, 1 when some survived, 2 on a usage or set-up error.
 """
 import argparse
@@ -34,7 +40,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MUTATIONS = os.path.join(ROOT, "tests", "emulation", "mutations.json")
+MUTATIONS = os.path.join("tests", "emulation", "mutations.json")
 
 
 def die(message):
@@ -44,13 +50,26 @@ def die(message):
 
 
 def load_mutations(path):
-    with open(path) as f:
-        mutations = json.load(f)
+    """(the list's own test targets or None, its mutations). A list file is either a JSON list of
+    mutations, or an object {"targets": [test targets], "mutations": [...]}."""
+    try:
+        with open(os.path.join(ROOT, path)) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        die(f"cannot read the mutation list {path}: {e}")
+    targets, mutations = None, data
+    if isinstance(data, dict):
+        targets, mutations = data.get("targets"), data.get("mutations")
+        if not isinstance(targets, list) or not targets or not isinstance(mutations, list):
+            die(f"{path}: expected an object with a non-empty list 'targets' and a list "
+                "'mutations'")
+    if not isinstance(mutations, list):
+        die(f"{path}: expected a list of mutations, found {type(mutations).__name__}")
     for m in mutations:
         for key in ("id", "file", "find", "replace", "why"):
             if key not in m:
                 die(f"{path}: entry {m.get('id', '?')} has no '{key}'")
-    return mutations
+    return targets, mutations
 
 
 def apply(m):
@@ -61,7 +80,7 @@ def apply(m):
     count = text.count(m["find"])
     if count != 1:
         die(f"{m['id']}: expected its text once in {m['file']}, found it {count} times "
-            "(the kernel changed: update mutations.json)")
+            "(the code changed: update the mutation list)")
     with open(path, "w") as f:
         f.write(text.replace(m["find"], m["replace"]))
     return text
@@ -72,9 +91,13 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ids", nargs="*", help="mutations to run (default: all)")
     p.add_argument("--build", default="build-emu", help="a configured build directory")
-    p.add_argument("--target", default="test_emulated_kernels", help="the test target")
+    p.add_argument("--mutations", default=MUTATIONS,
+                   help=f"the mutation list, relative to the repository [{MUTATIONS}]")
+    p.add_argument("--target", nargs="+", default=None,
+                   help="the test targets; a mutation is caught when one of them fails [the "
+                        "list's own 'targets', else test_emulated_kernels]")
     p.add_argument("--test-args", default="",
-                   help="arguments for the test binary, e.g. a Catch2 test name to run only it")
+                   help="arguments for the test binaries, e.g. a Catch2 test name to run only it")
     p.add_argument("--jobs", default=str(os.cpu_count() or 2), help="build jobs")
     p.add_argument("--list", action="store_true", help="list the mutations and exit")
     p.add_argument("--verify", action="store_true",
@@ -86,7 +109,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
-    mutations = load_mutations(MUTATIONS)
+    list_targets, mutations = load_mutations(args.mutations)
+    targets = args.target or list_targets or ["test_emulated_kernels"]
     if args.list:
         for m in mutations:
             print(f"{m['id']:18} {m['file']:28} {m['why']}")
@@ -104,7 +128,7 @@ def main():
         for line in problems:
             print(f"mutation-check: {line}", file=sys.stderr)
         print(f"mutation-check: {len(mutations)} mutations, "
-              + (f"{len(problems)} problem(s): update tests/emulation/mutations.json" if problems
+              + (f"{len(problems)} problem(s): update {args.mutations}" if problems
                  else "each found once in its file"))
         return 1 if problems else 0
     known = {m["id"] for m in mutations}
@@ -126,35 +150,42 @@ def main():
         print(f"mutation-check: uncommitted changes in files it would mutate:\n{dirty}",
               file=sys.stderr)
         return 2
-    binary = os.path.join(build, "tests", args.target)
     log_dir = os.path.join(build, "mutation-logs")
     os.makedirs(log_dir, exist_ok=True)
+    build_cmd = ["cmake", "--build", build, "--target"] + targets + ["-j", args.jobs]
 
     def build_and_run(log_path):
-        """None when the target does not build, else the test's exit status."""
+        """None when a target does not build, else 0 when every test passed, or the exit status
+        of the first that failed."""
         with open(log_path, "w") as out:
-            if subprocess.run(["cmake", "--build", build, "--target", args.target, "-j", args.jobs],
-                              stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+            if subprocess.run(build_cmd, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
                 return None
-            if not os.path.isfile(binary):
-                die(f"built {args.target}, but found no {binary} to run")
-            return subprocess.run([binary] + shlex.split(args.test_args), stdout=out,
-                                  stderr=subprocess.STDOUT, cwd=os.path.dirname(binary)).returncode
+            for target in targets:
+                binary = os.path.join(build, "tests", target)
+                if not os.path.isfile(binary):
+                    die(f"built {target}, but found no {binary} to run")
+                out.write(f"\n==== {target} {args.test_args}\n")
+                out.flush()
+                rc = subprocess.run([binary] + shlex.split(args.test_args), stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=os.path.dirname(binary)).returncode
+                if rc != 0:
+                    return rc
+            return 0
 
     # The unmutated sources first: a target that does not build, or tests that already fail,
     # would make every mutation look caught.
     baseline_log = os.path.join(log_dir, "baseline.log")
     rc = build_and_run(baseline_log)
     if rc is None:
-        print(f"mutation-check: {args.target} does not build in {args.build} without mutations "
+        print(f"mutation-check: {' '.join(targets)} do not build in {args.build} without mutations "
               f"(see {baseline_log}; the emulated suite needs VARNET_EMULATED_CUDA_SUITE=ON)",
               file=sys.stderr)
         return 2
     if rc != 0:
-        print(f"mutation-check: {args.target} fails without mutations (see {baseline_log}); "
+        print(f"mutation-check: {' '.join(targets)} fail without mutations (see {baseline_log}); "
               "fix that first", file=sys.stderr)
         return 2
-    print("mutation-check: the unmutated tests pass. The working tree holds a mutated kernel "
+    print("mutation-check: the unmutated tests pass. The working tree holds a mutated file "
           "until this ends: do not commit meanwhile", flush=True)
     survived = []
     for n, m in enumerate(chosen, 1):
@@ -177,8 +208,7 @@ def main():
         print(f"[{n}/{len(chosen)}] {m['id']:18} {verdict:9} {time.time() - start:5.0f} s   "
               f"{m['why']}", flush=True)
     # Leave the build matching the restored sources.
-    subprocess.run(["cmake", "--build", build, "--target", args.target, "-j", args.jobs],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(build_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(f"mutation-check: {len(chosen) - len(survived)} of {len(chosen)} caught"
           + (f"; not caught: {', '.join(survived)} (logs in {log_dir})" if survived else ""))
     return 1 if survived else 0
