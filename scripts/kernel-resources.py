@@ -17,6 +17,8 @@ instantiation, most registers first. It fails (exit 1) when
   scripts/kernel-resources.py --arch 80 --top 10
   scripts/kernel-resources.py --units benchmarks/gpu/bench_lrt.cu
 
+CI runs it as the ctest kernel_resources wherever CMake finds CUDA (tests/CMakeLists.txt).
+
 Exit status: 0 when nothing is wrong, 1 when something is, 2 on a usage or set-up error (no nvcc,
 a unit that does not compile).
 """
@@ -43,14 +45,15 @@ def die(message):
     sys.exit(2)
 
 
-def compile_unit(nvcc, arch, unit):
+def compile_unit(nvcc, arch, system_dirs, unit):
     """ptxas's report for one translation unit (its stderr)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [nvcc, "-O3", "-DNDEBUG", f"--generate-code=arch=compute_{arch},code=sm_{arch}",
                "--expt-relaxed-constexpr", "-diag-suppress=20012", "-std=c++17",
-               "-I", os.path.join(ROOT, "tests"), "-I", ROOT, "-I", os.path.join(ROOT, "include"),
-               "-isystem=/usr/include/eigen3", "--resource-usage", "-c",
-               os.path.join(ROOT, unit), "-o", os.path.join(tmp, "unit.o")]
+               "-I", os.path.join(ROOT, "tests"), "-I", ROOT, "-I", os.path.join(ROOT, "include")]
+        cmd += [f"-isystem={d}" for d in system_dirs]
+        cmd += ["--resource-usage", "-c", os.path.join(ROOT, unit), "-o",
+                os.path.join(tmp, "unit.o")]
         run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         die(f"{unit} does not compile for sm_{arch}:\n{run.stderr[-3000:]}")
@@ -93,19 +96,24 @@ def main():
     p.add_argument("--units", nargs="+", default=DEFAULT_UNITS,
                    help="translation units to compile, relative to the repository")
     p.add_argument("--top", type=int, default=0, help="print only the N heaviest rows")
+    p.add_argument("--nvcc", default=None, help="the CUDA compiler [nvcc on PATH]")
+    p.add_argument("--isystem", nargs="+", default=["/usr/include/eigen3"],
+                   help="system include directories: Eigen's [/usr/include/eigen3]")
     args = p.parse_args()
     if not re.fullmatch(r"\d{2,3}", args.arch):
         die(f"--arch: expected a compute capability such as 90, found '{args.arch}'")
-    nvcc = shutil.which("nvcc") or (os.path.isfile("/usr/local/cuda/bin/nvcc")
-                                    and "/usr/local/cuda/bin/nvcc")
-    if not nvcc:
-        die("no nvcc on PATH or in /usr/local/cuda/bin")
+    nvcc = args.nvcc or shutil.which("nvcc") or (os.path.isfile("/usr/local/cuda/bin/nvcc")
+                                                 and "/usr/local/cuda/bin/nvcc")
+    if not nvcc or not shutil.which(nvcc):
+        die(f"no CUDA compiler: expected nvcc on PATH, in /usr/local/cuda/bin or given by --nvcc, "
+            f"found {nvcc or 'none'}")
     for unit in args.units:
         if not os.path.isfile(os.path.join(ROOT, unit)):
             die(f"no such translation unit: {unit}")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        reports = list(pool.map(lambda u: compile_unit(nvcc, args.arch, u), args.units))
+        reports = list(pool.map(lambda u: compile_unit(nvcc, args.arch, args.isystem, u),
+                                args.units))
     kernels = {}
     for report in reports:
         kernels.update(parse(report))

@@ -36,7 +36,7 @@
 //     contracted, so only the kernels' *_rn-ordered arithmetic is checked against its device
 //     behaviour. Plain expressions may round differently on the device;
 //   - resources: registers, shared-memory size (the launch limits on threads and blocks are
-//     checked by emu::launch_on).
+//     checked by emu::launch_on; scripts/kernel-resources.py reports what ptxas allots).
 #pragma once
 
 #if defined(__CUDACC__)
