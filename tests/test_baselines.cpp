@@ -2,6 +2,7 @@
 // checks in double for every layer and mode, the KL term (value against a numerical integral of
 // the exact KL, gradient against differences), mean mode against the deterministic layers, the
 // sampled output's moments, and the sparsity and compression accounting.
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -144,7 +145,15 @@ TEST_CASE("the KL term's gradient matches differences of the KL", "[gradcheck][b
     net.add(make_dense<double>(f, 6, 4, o), "layer");
   net.build(conv ? Shape(1, 2, 4, 4) : Shape(1, 6), 3);
   randomize(net, f, 8);
-  if (f == Family::vdo) *net.find("layer.log_alpha") = 1.3;  // inside the clipping range
+  // vdo: log alpha inside the clipping range [-20, 20], and above it, where the KL is flat
+  const double vdo_log_alpha = GENERATE(1.3, 21.0);
+  if (f == Family::vdo) *net.find("layer.log_alpha") = vdo_log_alpha;
+  if (f == Family::svdo) {  // a weight clipped at each end of [-10, 10]: no gradient there
+    double *theta = net.find("layer.theta"), *ls2 = net.find("layer.log_sigma2");
+    theta[0] = 1e-4, ls2[0] = -1;  // log alpha = -1 - log(2e-8) = 16.7
+    theta[1] = 0.5, ls2[1] = -16;  // log alpha = -16 - log(0.25) = -14.6
+  }
+  INFO("vdo log alpha " << vdo_log_alpha);
   const double kl0 = net.kl();
   if (f == Family::gdo)
     CHECK(kl0 == 0);  // fixed alpha: no regularizer
@@ -172,6 +181,31 @@ TEST_CASE("the KL term's gradient matches differences of the KL", "[gradcheck][b
       tol::compare<double>(analytic, numeric, int64_t(analytic.size()), 1e-6, 1e-6);
   INFO("worst element " << m.worst << ": analytic " << m.a << ", numeric " << m.b);
   CHECK(m.count == 0);
+}
+
+TEST_CASE("variational dropout: log alpha outside [-20, 20] gets no gradient from the likelihood",
+          "[baselines]") {
+  // The layer uses clamp(log alpha, -20, 20): beyond either end the output does not depend on
+  // it, so dL/d log alpha = sum s2 dL/ds2 must not be passed on; theta's gradient is unchanged.
+  const varnet::VariationalDropoutPosterior<double> post{};
+  const double theta[3] = {0.5, -0.2, 0.1}, ds2[3] = {0.3, -1.0, 2.0};
+  const double log_alpha = GENERATE(-21.0, -19.5, 1.3, 19.5, 21.0);
+  INFO("log alpha " << log_alpha);
+  double aux = log_alpha, dtheta[3] = {0, 0, 0}, daux = 0, s2[3];
+  const varnet::PosteriorView<double> v{theta, &aux, dtheta, &daux, 3};
+  post.variance(v, s2);
+  post.grad_from_variance(v, s2, ds2);
+  const double alpha = std::exp(std::clamp(log_alpha, -20.0, 20.0));
+  double expect_daux = 0;
+  for (int i = 0; i < 3; ++i) {
+    CHECK(s2[i] == Approx(alpha * theta[i] * theta[i]).epsilon(1e-12));
+    CHECK(dtheta[i] == Approx(2 * alpha * theta[i] * ds2[i]).epsilon(1e-12));
+    expect_daux += s2[i] * ds2[i];
+  }
+  if (std::abs(log_alpha) < 20)
+    CHECK(daux == Approx(expect_daux).epsilon(1e-12));
+  else
+    CHECK(daux == 0);
 }
 
 // E log|1 + s xi|, xi ~ N(0, 1), by u = 1 + s xi = +-e^t: the log singularity at u = 0 becomes

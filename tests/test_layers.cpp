@@ -1,6 +1,7 @@
 // Forward values of the layers against hand-computed cases and naive reference loops, batch-norm
 // running statistics (PyTorch's rule), prediction modes (network-wide and per layer), and the
 // errors a user gets for shapes that do not fit.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "varnet/layers/pooling.hpp"
 #include "varnet/layers/variance.hpp"
 #include "varnet/nn/network.hpp"
+#include "varnet/ops/conv.hpp"
 
 using varnet::ConstView;
 using varnet::Context;
@@ -144,6 +146,63 @@ TEST_CASE("layers: Conv2d matches a direct convolution loop", "[layers]") {
   const tol::Mismatch m = tol::compare<double>(y.data, ref.data(), ref.numel());
   INFO(m);
   CHECK(m.ok());
+}
+
+// The batched layout (ops/conv.hpp) is what the GPU kernels compute and what their parity tests
+// compare against; the CPU layers never call it, so it is checked here on its own.
+TEST_CASE(
+    "layers: batched im2col, W * columns and the channel-major scatter give the direct "
+    "convolution; col2im is im2col's adjoint",
+    "[layers]") {
+  struct Case {
+    int64_t n, c, h, w, o, k, stride, pad;
+  };
+  const Case c = GENERATE(Case{2, 3, 7, 5, 4, 3, 1, 1}, Case{1, 2, 8, 9, 3, 5, 2, 2},
+                          Case{3, 1, 5, 6, 2, 3, 1, 2}, Case{2, 2, 6, 7, 3, 3, 2, 0},
+                          Case{1, 4, 4, 4, 5, 4, 1, 1}, Case{2, 1, 3, 3, 1, 3, 3, 2});
+  INFO("input (" << c.n << ", " << c.c << ", " << c.h << ", " << c.w << "), " << c.o
+                 << " outputs, kernel " << c.k << ", stride " << c.stride << ", pad " << c.pad);
+  varnet::ops::ConvGeometry g;
+  g.in_c = c.c, g.in_h = c.h, g.in_w = c.w, g.out_c = c.o, g.k_h = c.k, g.k_w = c.k;
+  g.stride = c.stride, g.pad = c.pad;
+  const int64_t R = g.rows(), P = g.plane(), NP = c.n * P;
+  Tensor<double> x(Shape(c.n, c.c, c.h, c.w));
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = std::sin(0.37 * double(i) + 0.1);
+  std::vector<double> w(size_t(c.o * R)), bias(size_t(c.o));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::cos(0.23 * double(i));
+  for (size_t i = 0; i < bias.size(); ++i) bias[i] = 0.5 - 0.3 * double(i);
+
+  std::vector<double> cols(size_t(R * NP), -7.0);  // not zero: im2col must write every entry
+  varnet::ops::im2col(x.data(), c.n, g, cols.data());
+  std::vector<double> y2(size_t(c.o * NP), 0.0);  // Y2 (O, N * P) = W (O, R) * cols (R, N * P)
+  for (int64_t o = 0; o < c.o; ++o)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t j = 0; j < NP; ++j)
+        y2[size_t(o * NP + j)] += w[size_t(o * R + r)] * cols[size_t(r * NP + j)];
+  Tensor<double> y(Shape(c.n, c.o, g.out_h(), g.out_w()));
+  varnet::ops::channel_major_to_nchw(y2.data(), bias.data(), c.n, c.o, P, y.data());
+  const Tensor<double> ref = naive_conv(x, w.data(), bias.data(), c.o, c.k, c.stride, c.pad);
+  const tol::Mismatch m = tol::compare<double>(y.data(), ref.data(), ref.numel());
+  INFO(m);
+  CHECK(m.ok());
+
+  // The scatter's inverse brings Y2 back (without the bias).
+  varnet::ops::channel_major_to_nchw(y2.data(), static_cast<const double*>(nullptr), c.n, c.o, P,
+                                     y.data());
+  std::vector<double> back(y2.size(), 0.0);
+  varnet::ops::nchw_to_channel_major(y.data(), c.n, c.o, P, back.data());
+  CHECK(back == y2);
+
+  // <im2col(x), D> = <x, col2im(D)> for any D: col2im is the transpose that backward needs.
+  std::vector<double> d(cols.size());
+  for (size_t i = 0; i < d.size(); ++i) d[i] = std::cos(0.71 * double(i) + 0.3);
+  Tensor<double> dx(x.shape());
+  for (int64_t i = 0; i < dx.numel(); ++i) dx[i] = 99.0;  // col2im overwrites
+  varnet::ops::col2im(d.data(), c.n, g, dx.data());
+  double lhs = 0, rhs = 0;
+  for (size_t i = 0; i < d.size(); ++i) lhs += cols[i] * d[i];
+  for (int64_t i = 0; i < x.numel(); ++i) rhs += x[i] * dx[i];
+  CHECK(lhs == Approx(rhs).epsilon(1e-12));
 }
 
 TEST_CASE("layers: MaxPool2d forward and tie handling", "[layers]") {
@@ -357,6 +416,48 @@ TEST_CASE("layers: BatchNorm normalises with batch statistics and updates runnin
     CHECK(
         error_of([&] { net.forward(x.view(), Context::eval(1, PredictMode::sample, 0)); }).empty());
   }
+}
+
+TEST_CASE(
+    "layers: variance layers start as the reference: sigma ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))",
+    "[layers]") {
+  // sigma itself, or log sigma2 = log(u^2) with u drawn the same way. Checked: every sigma^2
+  // within bound^2, the largest near it, and the mean of sigma^2 at bound^2 / 3 within 5
+  // standard errors (u^2 for u ~ U(-b, b) has variance 4 b^4 / 45).
+  VarianceOptions vo;
+  vo.param = GENERATE(varnet::VarianceParam::sigma, varnet::VarianceParam::log_sigma2);
+  const bool conv = GENERATE(false, true);
+  INFO(varnet::to_string(vo.param)
+       << (conv ? ", VarianceConv2d 12 -> 40, 3x3" : ", VarianceLinear 150 -> 60"));
+  Network<double> net;
+  int64_t fan_in = 0;
+  if (conv) {
+    net.emplace<varnet::VarianceConv2d<double>>("v", 12, 40, ConvOptions{3, 1, 1}, vo);
+    net.build(Shape(1, 12, 5, 5), 31);
+    fan_in = 12 * 9;
+  } else {
+    net.emplace<varnet::VarianceLinear<double>>("v", 150, 60, vo);
+    net.build(Shape(1, 150), 31);
+    fan_in = 150;
+  }
+  const bool sigma = vo.param == varnet::VarianceParam::sigma;
+  const auto& ref = *net.table().find(sigma ? "v.sigma" : "v.log_sigma2");
+  const double* p = net.find(sigma ? "v.sigma" : "v.log_sigma2");
+  const int64_t n = ref.shape.numel();
+  const double b2 = 1.0 / double(fan_in);
+  double largest = 0, sum = 0;
+  int64_t outside = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double s2 = sigma ? p[i] * p[i] : std::exp(p[i]);
+    outside += s2 > b2 * (1 + 1e-12) + 1e-12;  // log_square_uniform adds 1e-12 to u^2
+    largest = std::max(largest, s2);
+    sum += s2;
+  }
+  INFO(n << " values; bound^2 " << b2 << ", largest sigma^2 " << largest << ", mean "
+         << sum / double(n));
+  CHECK(outside == 0);
+  CHECK(largest > 0.95 * b2);
+  CHECK(std::abs(sum / double(n) - b2 / 3) <= 5 * std::sqrt(4.0 / 45 / double(n)) * b2);
 }
 
 TEST_CASE("layers: a variance layer in mean mode outputs its bias, whatever the input",

@@ -153,6 +153,7 @@ TEST_CASE("loss: cross-entropy values for known logits", "[optim][loss]") {
     std::vector<TensorView<double>> dv{d.view()};
     const varnet::LossResult r = cross_entropy<double>({z.view()}, y.data(), &dv);
     CHECK(tol::close<double>(r.loss, std::log(10.0)));
+    CHECK(r.correct == 1);  // a tie predicts the first class, as the GPU kernel: row 0 only
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < c; ++j)
         CHECK(tol::close<double>(d.at(i, j), (0.1 - (j == y[size_t(i)])) / 3.0));
@@ -194,6 +195,16 @@ TEST_CASE("loss: the K-sample cross-entropy", "[optim][loss]") {
     CHECK(tol::close<double>(multi, single));
     for (int k = 0; k < K; ++k)
       for (int64_t i = 0; i < n * c; ++i) CHECK(tol::close<double>(d[size_t(k)][i], d1[i] / K));
+  }
+  SECTION("a tie of the averaged probabilities predicts the first tied class") {
+    // Sample 0 favours class 0, sample 1 class 1, by the same margin; with two classes every
+    // sum involved has the same two terms, so the tie is exact.
+    Tensor<double> s0(Shape(1, 2)), s1(Shape(1, 2));
+    s0[0] = 2, s0[1] = 0;
+    s1[0] = 0, s1[1] = 2;
+    const std::vector<int32_t> first = {0}, second = {1};
+    CHECK(cross_entropy<double>({s0.view(), s1.view()}, first.data()).correct == 1);
+    CHECK(cross_entropy<double>({s0.view(), s1.view()}, second.data()).correct == 0);
   }
   SECTION("two samples: -log of the mean probability of the label") {
     double expect = 0;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "catch.hpp"
@@ -150,6 +151,101 @@ TEST_CASE("samplers: Gaussian VarianceLinear noise is normal_at of the output el
       INFO("y[" << r << ", " << o << "] = " << y[r * O + o] << ", expected " << expect);
       CHECK(std::abs(y[r * O + o] - expect) <= bound * std::sqrt(v) + 1e-12);
     }
+}
+
+namespace {
+
+// v = e0 + conv(x*x, sigma2) (N, O, H', W'), the direct loop, in double. sigma is (O, C, K, K).
+template <class T>
+Tensor<double> direct_variance(const Tensor<T>& x, const T* sigma, int64_t O, int64_t K,
+                               int64_t stride, int64_t pad, const Shape& out, double e0) {
+  const Shape& in = x.shape();
+  Tensor<double> v(out, e0);
+  for (int64_t n = 0; n < out.n; ++n)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t i = 0; i < out.h; ++i)
+        for (int64_t j = 0; j < out.w; ++j)
+          for (int64_t c = 0; c < in.c; ++c)
+            for (int64_t a = 0; a < K; ++a)
+              for (int64_t d = 0; d < K; ++d) {
+                const int64_t ih = i * stride - pad + a, iw = j * stride - pad + d;
+                if (ih < 0 || ih >= in.h || iw < 0 || iw >= in.w) continue;
+                const double s = double(sigma[((o * in.c + c) * K + a) * K + d]);
+                const double xv = double(x.at(n, c, ih, iw));
+                v.at(n, o, i, j) += xv * xv * s * s;
+              }
+  return v;
+}
+
+// Checks y[e] = b[channel of e] + normal_at(key, e) sqrt(v[e]) for every element e of y (N, O,
+// P): to a few float ulps in double (the noise is drawn in float), and to the rounding of the
+// float GEMM and epilogue in float. Returns the number of elements that differ.
+template <class T>
+int64_t count_lrt_mismatches(ConstView<T> y, const double* v, const T* b, int64_t O, int64_t P,
+                             const NoiseKey& key) {
+  const double feps = double(std::numeric_limits<float>::epsilon());
+  const double rel = std::is_same_v<T, float> ? 64 * feps : 16 * feps;
+  int64_t bad = 0;
+  for (int64_t e = 0; e < y.numel(); ++e) {
+    const double eps = varnet::normal_at(key, uint64_t(e));
+    const double s = std::sqrt(v[e]);
+    const double expect = double(b[(e / P) % O]) + eps * s;
+    if (std::abs(double(y[e]) - expect) > rel * std::max(1.0, std::abs(eps)) * s + 1e-12) {
+      if (bad++ < 3)
+        UNSCOPED_INFO("y[" << e << "] = " << double(y[e]) << ", expected " << expect << " (noise "
+                           << eps << ", sd " << s << ")");
+    }
+  }
+  return bad;
+}
+
+}  // namespace
+
+// The contract of the test above in both precisions, through the paths a small layer never
+// takes: the float epilogue (AVX2 where built with it, with a scalar tail), and outputs per sample
+// that span several of the CPU's 1,024-element noise chunks, where a chunk that drew from the
+// wrong offset would repeat noise with the right moments.
+TEMPLATE_TEST_CASE(
+    "samplers: LRT noise is normal_at of the output element, float and double, "
+    "across noise chunks",
+    "[samplers]", float, double) {
+  using T = TestType;
+  const Context ctx = Context::train(0x5EED1234ull, 6, 2);
+  const NoiseKey key{ctx.seed, 0, ctx.step, ctx.stream};
+  VarianceOptions vo;
+  vo.bias = true;
+
+  SECTION("VarianceLinear 3 -> 2,053: 3 chunks per row, odd tails") {
+    const int64_t B = 2, I = 3, O = 2053;
+    Network<T> net;
+    net.template emplace<varnet::VarianceLinear<T>>("var", I, O, vo);
+    net.build(Shape(1, I), 4);
+    const T* sigma = net.find("var.sigma");
+    Tensor<T> x(Shape(B, I));
+    for (int64_t i = 0; i < x.numel(); ++i) x[i] = T(0.4 + 0.3 * std::sin(double(i)));
+    std::vector<double> v(size_t(B * O), vo.e0);
+    for (int64_t r = 0; r < B; ++r)
+      for (int64_t o = 0; o < O; ++o)
+        for (int64_t i = 0; i < I; ++i) {
+          const double s = double(sigma[o * I + i]), xv = double(x.at(r, i));
+          v[size_t(r * O + o)] += xv * xv * s * s;
+        }
+    const ConstView<T> y = net.forward(x.view(), ctx);
+    CHECK(count_lrt_mismatches(y, v.data(), net.find("var.bias"), O, 1, key) == 0);
+  }
+  SECTION("VarianceConv2d 2 -> 5 channels, 3x3 pad 1 on 15x15: chunks across channel runs") {
+    const int64_t N = 2, C = 2, H = 15, W = 15, O = 5, K = 3;
+    Network<T> net;
+    net.template emplace<varnet::VarianceConv2d<T>>("var", C, O, ConvOptions{K, 1, 1}, vo);
+    net.build(Shape(1, C, H, W), 4);
+    Tensor<T> x(Shape(N, C, H, W));
+    for (int64_t i = 0; i < x.numel(); ++i) x[i] = T(std::cos(0.37 * double(i)));
+    const Shape os = net.output_shape().with_batch(N);
+    REQUIRE(os.numel() / N > 1024);
+    const Tensor<double> v = direct_variance(x, net.find("var.sigma"), O, K, 1, 1, os, vo.e0);
+    const ConstView<T> y = net.forward(x.view(), ctx);
+    CHECK(count_lrt_mismatches(y, v.data(), net.find("var.bias"), O, os.plane(), key) == 0);
+  }
 }
 
 TEST_CASE("samplers: Gaussian VarianceConv2d output has mean b and variance conv(x*x, sigma2)",

@@ -1,9 +1,13 @@
-// 2-D convolution on the CPU as batched im2col + one GEMM per pass.
+// Convolution geometry and the batched im2col layout.
 //
 // Layouts: x (N, C, H, W); W (O, R) with R = C * KH * KW; columns (R, N * P) with P = OH * OW,
 // column n * P + p holding the receptive field of output position p of sample n; the GEMM
 // result Y2 = W * columns is (O, N * P), "channel-major", and is scattered to y (N, O, OH, OW).
-// One large GEMM per pass keeps Eigen's kernel busy; the scatter is a cheap copy.
+//
+// The CPU layers convolve one sample at a time (ops/conv_samples.hpp says why); the batched
+// functions here are the layout of the GPU's kernels (kernels/im2col.cuh) and their CPU reference
+// in the parity tests (tests/cuda, tests/emulation). tests/test_layers.cpp checks them against
+// the per-sample ones.
 #pragma once
 
 #include <algorithm>
@@ -34,6 +38,13 @@ struct ConvGeometry {
   int64_t plane() const { return out_h() * out_w(); }  // P
 };
 
+// The output columns j in [j0, j1) of kernel column kw read input columns inside the image (stride
+// 1); the others read the zero padding.
+inline void inside_columns(const ConvGeometry& g, int64_t kw, int64_t& j0, int64_t& j1) {
+  j0 = std::clamp<int64_t>(g.pad - kw, 0, g.out_w());
+  j1 = std::clamp<int64_t>(g.in_w + g.pad - kw, j0, g.out_w());
+}
+
 // columns (R, N * P) from x (N, C, H, W); zero where the window reaches into the padding.
 template <class T>
 void im2col(const T* x, int64_t n, const ConvGeometry& g, T* cols) {
@@ -54,8 +65,8 @@ void im2col(const T* x, int64_t n, const ConvGeometry& g, T* cols) {
           }
           const T* src = plane + ih * g.in_w;
           if (g.stride == 1) {  // a contiguous run, zero-padded at both ends
-            const int64_t j0 = std::clamp<int64_t>(g.pad - kw, 0, ow);
-            const int64_t j1 = std::clamp<int64_t>(g.in_w + g.pad - kw, j0, ow);
+            int64_t j0 = 0, j1 = ow;
+            inside_columns(g, kw, j0, j1);
             std::fill(row, row + j0, T(0));
             std::copy(src + j0 - g.pad + kw, src + j1 - g.pad + kw, row + j0);
             std::fill(row + j1, row + ow, T(0));
@@ -131,32 +142,6 @@ void bias_backward(const T* dy, int64_t n, int64_t o, int64_t p, T* db) {
     T s = 0;
     for (int64_t b = 0; b < n; ++b) s += ConstVectorMap<T>(dy + (b * o + c) * p, p).sum();
     db[c] += s;
-  }
-}
-
-// y = conv(x, W) + b. cols (R, N * P) and y2 (O, N * P) are scratch; cols is kept for backward.
-template <class T>
-void conv_forward(const T* x, const T* w, const T* bias, T* y, int64_t n, const ConvGeometry& g,
-                  T* cols, T* y2) {
-  const int64_t R = g.rows(), NP = n * g.plane();
-  im2col(x, n, g, cols);
-  matrix(y2, g.out_c, NP).noalias() = matrix(w, g.out_c, R) * matrix(cols, R, NP);
-  channel_major_to_nchw(y2, bias, n, g.out_c, g.plane(), y);
-}
-
-// dW += dY2 cols^T, db += sums of dy, dx = col2im(W^T dY2). Uses y2 as the dY2 buffer and, when
-// dx is wanted, overwrites cols (which forward filled) with the column gradients.
-template <class T>
-void conv_backward(const T* dy, const T* w, T* dw, T* db, T* dx, int64_t n, const ConvGeometry& g,
-                   T* cols, T* y2) {
-  const int64_t R = g.rows(), P = g.plane(), NP = n * P;
-  nchw_to_channel_major(dy, n, g.out_c, P, y2);
-  const auto dY2 = matrix(static_cast<const T*>(y2), g.out_c, NP);
-  if (dw) matrix(dw, g.out_c, R).noalias() += dY2 * matrix(cols, R, NP).transpose();
-  if (db) VectorMap<T>(db, g.out_c) += dY2.rowwise().sum();
-  if (dx) {
-    matrix(cols, R, NP).noalias() = matrix(w, g.out_c, R).transpose() * dY2;
-    col2im(cols, n, g, dx);
   }
 }
 

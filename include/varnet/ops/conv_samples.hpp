@@ -1,11 +1,12 @@
 // Convolutions on the CPU one sample at a time, in parallel over the samples of a batch.
 //
-// Why not one GEMM for the whole batch (ops/conv.hpp): batched columns are R x N P values (16 MB
-// for LeNet-5's conv2 at batch 128), written once and read back several times per pass, always
-// from memory. One sample's columns (R x P: 125 KB there) stay in the core's L2 cache from im2col
-// through the GEMM to the epilogue, and GEMMs of one sample's size run as fast on one core as the
-// batched GEMM does (benchmarks/NOTES.md). Backward rebuilds a sample's columns from x instead of
-// keeping them: a copy out of x (which is small), cheaper than reading stored columns back.
+// Why not one GEMM for the whole batch (ops/conv.hpp's layout, which the GPU uses): batched columns
+// are R x N P values (16 MB for LeNet-5's conv2 at batch 128), written once and read back several
+// times per pass, always from memory. One sample's columns (R x P: 125 KB there) stay in the core's
+// L2 cache from im2col through the GEMM to the epilogue, and GEMMs of one sample's size run as fast
+// on one core as the batched GEMM does (benchmarks/NOTES.md). Backward rebuilds a sample's columns
+// from x instead of keeping them: a copy out of x (which is small), cheaper than reading stored
+// columns back.
 //
 // Layouts per sample: x_b (C, H, W), columns (R, P) with R = C KH KW, P = OH OW, y_b (O, P), all
 // contiguous: y_b = W (O, R) * columns needs no scatter.
@@ -52,13 +53,6 @@ struct Square {
     return v * v;
   }
 };
-
-// The output columns j in [j0, j1) of kernel column kw read input columns inside the image (stride
-// 1); the others read the zero padding.
-inline void inside_columns(const ConvGeometry& g, int64_t kw, int64_t& j0, int64_t& j1) {
-  j0 = std::clamp<int64_t>(g.pad - kw, 0, g.out_w());
-  j1 = std::clamp<int64_t>(g.in_w + g.pad - kw, j0, g.out_w());
-}
 
 // cols (R, P) = f(im2col(x_b)) for one sample x_b (C, H, W); padding gives f(0) = 0 for both f.
 template <class T, class F = Identity>
