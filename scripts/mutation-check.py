@@ -51,7 +51,8 @@ def die(message):
 
 def load_mutations(path):
     """(the list's own test targets or None, its mutations). A list file is either a JSON list of
-    mutations, or an object {"targets": [test targets], "mutations": [...]}."""
+    mutations, or an object {"targets": [test targets], "mutations": [...]}. A mutation may name
+    its own "targets", which replace the list's for it (the tests of the code it touches)."""
     try:
         with open(os.path.join(ROOT, path)) as f:
             data = json.load(f)
@@ -69,6 +70,9 @@ def load_mutations(path):
         for key in ("id", "file", "find", "replace", "why"):
             if key not in m:
                 die(f"{path}: entry {m.get('id', '?')} has no '{key}'")
+        own = m.get("targets")
+        if own is not None and (not isinstance(own, list) or not own):
+            die(f"{path}: entry {m['id']}: 'targets', where given, must be a non-empty list")
     return targets, mutations
 
 
@@ -95,7 +99,7 @@ def main():
                    help=f"the mutation list, relative to the repository [{MUTATIONS}]")
     p.add_argument("--target", nargs="+", default=None,
                    help="the test targets; a mutation is caught when one of them fails [the "
-                        "list's own 'targets', else test_emulated_kernels]")
+                        "mutation's own 'targets', else the list's, else test_emulated_kernels]")
     p.add_argument("--test-args", default="",
                    help="arguments for the test binaries, e.g. a Catch2 test name to run only it")
     p.add_argument("--jobs", default=str(os.cpu_count() or 2), help="build jobs")
@@ -110,10 +114,13 @@ def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
     list_targets, mutations = load_mutations(args.mutations)
-    targets = args.target or list_targets or ["test_emulated_kernels"]
+    default_targets = list_targets or ["test_emulated_kernels"]
+
+    def targets_of(m):
+        return args.target or m.get("targets") or default_targets
     if args.list:
         for m in mutations:
-            print(f"{m['id']:18} {m['file']:28} {m['why']}")
+            print(f"{m['id']:18} {m['file']:28} {m['why']}  [{' '.join(targets_of(m))}]")
         return 0
     if args.verify:
         ids = [m["id"] for m in mutations]
@@ -152,13 +159,17 @@ def main():
         return 2
     log_dir = os.path.join(build, "mutation-logs")
     os.makedirs(log_dir, exist_ok=True)
-    build_cmd = ["cmake", "--build", build, "--target"] + targets + ["-j", args.jobs]
+    all_targets = list(dict.fromkeys(t for m in chosen for t in targets_of(m)))
 
-    def build_and_run(log_path):
+    def build_cmd(targets):
+        return ["cmake", "--build", build, "--target"] + targets + ["-j", args.jobs]
+
+    def build_and_run(log_path, targets):
         """None when a target does not build, else 0 when every test passed, or the exit status
         of the first that failed."""
         with open(log_path, "w") as out:
-            if subprocess.run(build_cmd, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+            if subprocess.run(build_cmd(targets), stdout=out,
+                              stderr=subprocess.STDOUT).returncode != 0:
                 return None
             for target in targets:
                 binary = os.path.join(build, "tests", target)
@@ -175,14 +186,14 @@ def main():
     # The unmutated sources first: a target that does not build, or tests that already fail,
     # would make every mutation look caught.
     baseline_log = os.path.join(log_dir, "baseline.log")
-    rc = build_and_run(baseline_log)
+    rc = build_and_run(baseline_log, all_targets)
     if rc is None:
-        print(f"mutation-check: {' '.join(targets)} do not build in {args.build} without mutations "
+        print(f"mutation-check: {' '.join(all_targets)} do not build in {args.build} without mutations "
               f"(see {baseline_log}; the emulated suite needs VARNET_EMULATED_CUDA_SUITE=ON)",
               file=sys.stderr)
         return 2
     if rc != 0:
-        print(f"mutation-check: {' '.join(targets)} fail without mutations (see {baseline_log}); "
+        print(f"mutation-check: {' '.join(all_targets)} fail without mutations (see {baseline_log}); "
               "fix that first", file=sys.stderr)
         return 2
     print("mutation-check: the unmutated tests pass. The working tree holds a mutated file "
@@ -193,7 +204,7 @@ def main():
         path = os.path.join(ROOT, m["file"])
         original = apply(m)
         try:
-            rc = build_and_run(os.path.join(log_dir, m["id"] + ".log"))
+            rc = build_and_run(os.path.join(log_dir, m["id"] + ".log"), targets_of(m))
         finally:
             with open(path, "w") as f:
                 f.write(original)
@@ -208,7 +219,7 @@ def main():
         print(f"[{n}/{len(chosen)}] {m['id']:18} {verdict:9} {time.time() - start:5.0f} s   "
               f"{m['why']}", flush=True)
     # Leave the build matching the restored sources.
-    subprocess.run(build_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(build_cmd(all_targets), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(f"mutation-check: {len(chosen) - len(survived)} of {len(chosen)} caught"
           + (f"; not caught: {', '.join(survived)} (logs in {log_dir})" if survived else ""))
     return 1 if survived else 0

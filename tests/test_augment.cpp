@@ -57,20 +57,26 @@ std::vector<float> window_of_padded(const float* img, int64_t c, int64_t h, int6
 
 }  // namespace
 
-TEST_CASE("crop offsets stay in [0, 2 pad] and cover it; flips are about half", "[augment]") {
+TEST_CASE("crop offsets stay in [0, 2 pad] and cover every window; flips are about half",
+          "[augment]") {
   AugmentOptions o;
   o.seed = 5;
   std::set<int64_t> tops, lefts;
+  std::set<std::pair<int64_t, int64_t>> windows;
   int flips = 0;
   const int n = 4000;
   for (int i = 0; i < n; ++i) {
     const CropFlip t = varnet::data::draw_crop_flip(o, 3, i);
     tops.insert(t.top);
     lefts.insert(t.left);
+    windows.insert({t.top, t.left});
     flips += t.flip;
   }
   CHECK((*tops.begin() == 0 && *tops.rbegin() == 2 * o.pad && tops.size() == 9));
   CHECK((*lefts.begin() == 0 && *lefts.rbegin() == 2 * o.pad && lefts.size() == 9));
+  // the two offsets are drawn independently: every one of the 81 windows turns up (about 49
+  // times each in 4000 draws)
+  CHECK(windows.size() == 81);
   CHECK(std::abs(flips - n / 2) < 4 * std::sqrt(n / 4.0));  // 4 sigma
   o.flip = false;
   o.pad = 0;

@@ -11,11 +11,13 @@
 
 #include "catch.hpp"
 #include "errors.hpp"
+#include "gradcheck.hpp"
 #include "tolerance.hpp"
 #include "varnet/core/random.hpp"
 #include "varnet/layers/activations.hpp"
 #include "varnet/layers/batchnorm.hpp"
 #include "varnet/layers/linear.hpp"
+#include "varnet/layers/mean_field.hpp"
 #include "varnet/layers/variance.hpp"
 #include "varnet/nn/loss.hpp"
 #include "varnet/nn/network.hpp"
@@ -145,6 +147,17 @@ TEST_CASE("optim: LinearDecay falls linearly to 0 and stays there", "[optim]") {
   CHECK(LinearDecay{2e-3, 0}.at(10) == 2e-3);  // no horizon: constant
 }
 
+TEST_CASE("optim: KlWarmup rises linearly from 0 to beta over its steps", "[optim]") {
+  const varnet::KlWarmup w{2.0, 8};
+  CHECK(w.at(0) == 0);  // the first step trains on the likelihood alone
+  CHECK(w.at(1) == 0.25);
+  CHECK(w.at(4) == 1.0);
+  CHECK(w.at(7) == 1.75);
+  CHECK(w.at(8) == 2.0);
+  CHECK(w.at(1000) == 2.0);
+  CHECK(varnet::KlWarmup{0.5, 0}.at(0) == 0.5);  // no warm-up: beta from the start
+}
+
 TEST_CASE("loss: cross-entropy values for known logits", "[optim][loss]") {
   SECTION("uniform logits give log C and gradient (1/C - onehot) / N") {
     const int64_t n = 3, c = 10;
@@ -258,6 +271,50 @@ TEST_CASE("optim: the Trainer stops at a non-finite loss", "[optim]") {
   INFO(message);
   CHECK(has(message, "training step 0"));
   CHECK(std::equal(before.begin(), before.end(), net.params().begin()));  // no update
+}
+
+// The Trainer's plumbing: K forward and backward passes under matching noise, the loss's
+// gradient, the KL term's weight, all summed into the one update. Plain SGD at lr 1 makes the
+// update minus the gradient, which must be the gradient of mean CE over the K samples (noise as
+// the Trainer's step 0 draws it) + kl_weight * KL, by central differences.
+TEST_CASE("optim: a Trainer step follows the gradient of the K-sample objective plus the KL term",
+          "[optim]") {
+  const int K = GENERATE(1, 3);
+  INFO("K = " << K);
+  const uint64_t seed = 77;
+  const double kl_weight = 0.05;
+  Network<double> net;
+  net.emplace<varnet::VarianceLinear<double>>("var", 4, 6, varnet::VarianceOptions{});
+  net.emplace<varnet::ReLU<double>>("relu");
+  net.emplace<varnet::SparseVDLinear<double>>("svd", 6, 3, varnet::DropoutOptions{});
+  net.build(Shape(1, 4), 11);
+  Tensor<double> x(Shape(5, 4));
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = 1.5 * std::sin(0.9 * double(i) + 0.2);
+  const std::vector<int32_t> y = {0, 1, 2, 0, 1};
+
+  const auto objective = [&] {
+    std::vector<ConstView<double>> logits;
+    for (int k = 0; k < K; ++k)
+      logits.push_back(net.forward(x.view(), Context::train(seed, 0, uint32_t(k)), size_t(k)));
+    return cross_entropy(logits, y.data()).loss + kl_weight * net.kl();
+  };
+  auto& params = net.params();
+  const std::vector<double> start(params.begin(), params.end());
+  Sgd<double> sgd(params.size(), 0.0);
+  Trainer<double, Sgd<double>> trainer(net, sgd, K, seed);
+  trainer.set_kl_weight(kl_weight);
+  const varnet::LossResult r = trainer.step(x.view(), y.data(), 1.0);
+  std::vector<double> grad(params.size());
+  for (size_t i = 0; i < grad.size(); ++i) grad[i] = start[i] - params[i];
+  std::copy(start.begin(), start.end(), params.begin());
+  CHECK(tol::close<double>(r.kl, net.kl()));
+
+  gradcheck::Options o;
+  o.max_per_tensor = 1000;  // every parameter: the network is small
+  const tol::Mismatch m =
+      gradcheck::difference(params.data(), grad.data(), int64_t(grad.size()), objective, o);
+  INFO(m);
+  CHECK(m.ok());
 }
 
 // ---- training on 4 Gaussian blobs ----
