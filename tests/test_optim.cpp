@@ -16,6 +16,7 @@
 #include "varnet/core/random.hpp"
 #include "varnet/layers/activations.hpp"
 #include "varnet/layers/batchnorm.hpp"
+#include "varnet/layers/dropout.hpp"
 #include "varnet/layers/linear.hpp"
 #include "varnet/layers/mean_field.hpp"
 #include "varnet/layers/variance.hpp"
@@ -273,7 +274,8 @@ TEST_CASE("optim: the Trainer stops at a non-finite loss", "[optim]") {
   CHECK(std::equal(before.begin(), before.end(), net.params().begin()));  // no update
 }
 
-// The Trainer's plumbing: K forward and backward passes under matching noise, the loss's
+// The Trainer's plumbing: K forward and backward passes under matching noise (the variance and
+// mean-field layers keep their noise from forward, dropout draws its mask again), the loss's
 // gradient, the KL term's weight, all summed into the one update. Plain SGD at lr 1 makes the
 // update minus the gradient, which must be the gradient of mean CE over the K samples (noise as
 // the Trainer's step 0 draws it) + kl_weight * KL, by central differences.
@@ -286,6 +288,7 @@ TEST_CASE("optim: a Trainer step follows the gradient of the K-sample objective 
   Network<double> net;
   net.emplace<varnet::VarianceLinear<double>>("var", 4, 6, varnet::VarianceOptions{});
   net.emplace<varnet::ReLU<double>>("relu");
+  net.emplace<varnet::Dropout<double>>("drop", 0.3);  // recomputes its mask from the context
   net.emplace<varnet::SparseVDLinear<double>>("svd", 6, 3, varnet::DropoutOptions{});
   net.build(Shape(1, 4), 11);
   Tensor<double> x(Shape(5, 4));
