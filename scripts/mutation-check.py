@@ -188,13 +188,13 @@ def main():
     baseline_log = os.path.join(log_dir, "baseline.log")
     rc = build_and_run(baseline_log, all_targets)
     if rc is None:
-        print(f"mutation-check: {' '.join(all_targets)} do not build in {args.build} without mutations "
-              f"(see {baseline_log}; the emulated suite needs VARNET_EMULATED_CUDA_SUITE=ON)",
-              file=sys.stderr)
+        print(f"mutation-check: {' '.join(all_targets)} do not build in {args.build} without "
+              f"mutations (see {baseline_log}; the emulated suite needs "
+              "VARNET_EMULATED_CUDA_SUITE=ON)", file=sys.stderr)
         return 2
     if rc != 0:
-        print(f"mutation-check: {' '.join(all_targets)} fail without mutations (see {baseline_log}); "
-              "fix that first", file=sys.stderr)
+        print(f"mutation-check: {' '.join(all_targets)} fail without mutations "
+              f"(see {baseline_log}); fix that first", file=sys.stderr)
         return 2
     print("mutation-check: the unmutated tests pass. The working tree holds a mutated file "
           "until this ends: do not commit meanwhile", flush=True)

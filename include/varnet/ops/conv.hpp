@@ -6,8 +6,8 @@
 //
 // The CPU layers convolve one sample at a time (ops/conv_samples.hpp says why); the batched
 // functions here are the layout of the GPU's kernels (kernels/im2col.cuh) and their CPU reference
-// in the parity tests (tests/cuda, tests/emulation). tests/test_layers.cpp checks them against
-// the per-sample ones.
+// in the parity tests (tests/cuda, tests/emulation). tests/test_layers.cpp checks them against a
+// direct convolution.
 #pragma once
 
 #include <algorithm>
