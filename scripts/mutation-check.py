@@ -24,10 +24,16 @@ its own list, run against the CPU tests it names, in any build directory:
   scripts/mutation-check.py --mutations tests/mutations_cpu.json
   scripts/mutation-check.py --mutations tests/mutations_cpu.json lrt-e0 --target test_gradcheck
 
+and so have the readers and writers of files (IDX, CIFAR, data order, safetensors, model files,
+checkpoints), whose slips pass bad data silently rather than crash:
+
+  scripts/mutation-check.py --mutations tests/mutations_io.json
+
 Each mutation costs a rebuild of the target (about a minute for test_emulated_kernels on two
 cores) and a run. The files are restored however the script ends (short of SIGKILL); it refuses
 to start when a file it would mutate has uncommitted changes. While it runs, the working tree
-holds a mutated file: do not commit until it has finished. Exit status: 0 when every mutation
+holds a mutated file: do not commit until it has finished (or run it in a clone). A test binary
+that runs past --timeout is stopped and counts as failed. Exit status: 0 when every mutation
 run was caught, 1 when some survived, 2 on a usage or set-up error.
 """
 import argparse
@@ -41,6 +47,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MUTATIONS = os.path.join("tests", "emulation", "mutations.json")
+# build_and_run's status for a test binary stopped at --timeout (not an exit status).
+TIMED_OUT = "timed out"
 
 
 def die(message):
@@ -103,6 +111,9 @@ def main():
     p.add_argument("--test-args", default="",
                    help="arguments for the test binaries, e.g. a Catch2 test name to run only it")
     p.add_argument("--jobs", default=str(os.cpu_count() or 2), help="build jobs")
+    p.add_argument("--timeout", type=float, default=900,
+                   help="seconds a test binary may run; one that runs longer is stopped and the "
+                        "mutation counts as caught (a hang is a failure a user sees) [900]")
     p.add_argument("--list", action="store_true", help="list the mutations and exit")
     p.add_argument("--verify", action="store_true",
                    help="only check that every mutation's text is found once in its file "
@@ -177,8 +188,13 @@ def main():
                     die(f"built {target}, but found no {binary} to run")
                 out.write(f"\n==== {target} {args.test_args}\n")
                 out.flush()
-                rc = subprocess.run([binary] + shlex.split(args.test_args), stdout=out,
-                                    stderr=subprocess.STDOUT, cwd=os.path.dirname(binary)).returncode
+                try:
+                    rc = subprocess.run([binary] + shlex.split(args.test_args), stdout=out,
+                                        stderr=subprocess.STDOUT, cwd=os.path.dirname(binary),
+                                        timeout=args.timeout).returncode
+                except subprocess.TimeoutExpired:
+                    out.write(f"\n==== {target}: stopped after {args.timeout:.0f} s\n")
+                    return TIMED_OUT
                 if rc != 0:
                     return rc
             return 0
@@ -214,6 +230,8 @@ def main():
         elif rc == 0:
             verdict = "SURVIVED"
             survived.append(m["id"])
+        elif rc == TIMED_OUT:
+            verdict = "caught (timed out)"
         else:
             verdict = "caught"
         print(f"[{n}/{len(chosen)}] {m['id']:18} {verdict:9} {time.time() - start:5.0f} s   "
