@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "direct_conv.hpp"
 #include "errors.hpp"
 #include "tolerance.hpp"
 #include "varnet/layers/activations.hpp"
@@ -33,6 +34,7 @@ using varnet::VarianceOptions;
 
 namespace {
 
+using varnet::test::direct_conv;
 using varnet::test::error_of;
 using varnet::test::has;
 
@@ -42,30 +44,6 @@ std::vector<T> copy(ConstView<T> v) {
 }
 
 const Context kTrain = Context::train(1, 2, 3);
-
-// Direct convolution, the definition: y[n,o,i,j] = b[o] + sum_{c,a,d} w[o,c,a,d]
-// x[n,c,is+a-p,js+d-p].
-Tensor<double> naive_conv(const Tensor<double>& x, const double* w, const double* b, int64_t out_c,
-                          int64_t k, int64_t stride, int64_t pad) {
-  const Shape s = x.shape();
-  const int64_t oh = (s.h + 2 * pad - k) / stride + 1, ow = (s.w + 2 * pad - k) / stride + 1;
-  Tensor<double> y(Shape(s.n, out_c, oh, ow));
-  for (int64_t n = 0; n < s.n; ++n)
-    for (int64_t o = 0; o < out_c; ++o)
-      for (int64_t i = 0; i < oh; ++i)
-        for (int64_t j = 0; j < ow; ++j) {
-          double acc = b ? b[o] : 0.0;
-          for (int64_t c = 0; c < s.c; ++c)
-            for (int64_t a = 0; a < k; ++a)
-              for (int64_t d = 0; d < k; ++d) {
-                const int64_t ih = i * stride - pad + a, iw = j * stride - pad + d;
-                if (ih < 0 || ih >= s.h || iw < 0 || iw >= s.w) continue;
-                acc += w[((o * s.c + c) * k + a) * k + d] * x.at(n, c, ih, iw);
-              }
-          y.at(n, o, i, j) = acc;
-        }
-  return y;
-}
 
 }  // namespace
 
@@ -117,7 +95,7 @@ TEST_CASE("layers: Conv2d on a 1x1x4x4 input, stride 2, pad 1, hand-computed", "
     INFO("y[" << i << "] = " << y[i]);
     CHECK(y[i] == expect[i]);
   }
-  const Tensor<double> ref = naive_conv(x, w, net.find("conv.bias"), 1, 3, 2, 1);
+  const Tensor<double> ref = direct_conv(x, w, net.find("conv.bias"), 1, 3, 2, 1);
   const tol::Mismatch m = tol::compare<double>(y.data, ref.data(), 4);
   INFO(m);
   CHECK(m.ok());
@@ -140,8 +118,8 @@ TEST_CASE("layers: Conv2d matches a direct convolution loop", "[layers]") {
   for (int64_t i = 0; i < x.numel(); ++i) x[i] = std::sin(0.37 * double(i) + 0.1);
   const ConstView<double> y = net.forward(x.view(), kTrain);
   const Tensor<double> ref =
-      naive_conv(x, net.find("conv.weight"), c.bias ? net.find("conv.bias") : nullptr, c.o, c.k,
-                 c.stride, c.pad);
+      direct_conv(x, net.find("conv.weight"), c.bias ? net.find("conv.bias") : nullptr, c.o, c.k,
+                  c.stride, c.pad);
   REQUIRE(y.shape == ref.shape());
   const tol::Mismatch m = tol::compare<double>(y.data, ref.data(), ref.numel());
   INFO(m);
@@ -181,7 +159,7 @@ TEST_CASE(
         y2[size_t(o * NP + j)] += w[size_t(o * R + r)] * cols[size_t(r * NP + j)];
   Tensor<double> y(Shape(c.n, c.o, g.out_h(), g.out_w()));
   varnet::ops::channel_major_to_nchw(y2.data(), bias.data(), c.n, c.o, P, y.data());
-  const Tensor<double> ref = naive_conv(x, w.data(), bias.data(), c.o, c.k, c.stride, c.pad);
+  const Tensor<double> ref = direct_conv(x, w.data(), bias.data(), c.o, c.k, c.stride, c.pad);
   const tol::Mismatch m = tol::compare<double>(y.data(), ref.data(), ref.numel());
   INFO(m);
   CHECK(m.ok());

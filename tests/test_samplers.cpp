@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "direct_conv.hpp"
 #include "tolerance.hpp"
 #include "varnet/core/random.hpp"
 #include "varnet/layers/dropout.hpp"
@@ -31,6 +32,7 @@ using varnet::Tensor;
 using varnet::VarianceOptions;
 using varnet::VarianceParam;
 using varnet::WeightDist;
+using varnet::test::direct_conv_variance;
 
 namespace {
 
@@ -155,28 +157,6 @@ TEST_CASE("samplers: Gaussian VarianceLinear noise is normal_at of the output el
 
 namespace {
 
-// v = e0 + conv(x*x, sigma2) (N, O, H', W'), the direct loop, in double. sigma is (O, C, K, K).
-template <class T>
-Tensor<double> direct_variance(const Tensor<T>& x, const T* sigma, int64_t O, int64_t K,
-                               int64_t stride, int64_t pad, const Shape& out, double e0) {
-  const Shape& in = x.shape();
-  Tensor<double> v(out, e0);
-  for (int64_t n = 0; n < out.n; ++n)
-    for (int64_t o = 0; o < O; ++o)
-      for (int64_t i = 0; i < out.h; ++i)
-        for (int64_t j = 0; j < out.w; ++j)
-          for (int64_t c = 0; c < in.c; ++c)
-            for (int64_t a = 0; a < K; ++a)
-              for (int64_t d = 0; d < K; ++d) {
-                const int64_t ih = i * stride - pad + a, iw = j * stride - pad + d;
-                if (ih < 0 || ih >= in.h || iw < 0 || iw >= in.w) continue;
-                const double s = double(sigma[((o * in.c + c) * K + a) * K + d]);
-                const double xv = double(x.at(n, c, ih, iw));
-                v.at(n, o, i, j) += xv * xv * s * s;
-              }
-  return v;
-}
-
 // Checks y[e] = b[channel of e] + normal_at(key, e) sqrt(v[e]) for every element e of y (N, O,
 // P): to a few float ulps in double (the noise is drawn in float), and to the rounding of the
 // float GEMM and epilogue in float. Returns the number of elements that differ.
@@ -242,7 +222,7 @@ TEMPLATE_TEST_CASE(
     for (int64_t i = 0; i < x.numel(); ++i) x[i] = T(std::cos(0.37 * double(i)));
     const Shape os = net.output_shape().with_batch(N);
     REQUIRE(os.numel() / N > 1024);
-    const Tensor<double> v = direct_variance(x, net.find("var.sigma"), O, K, 1, 1, os, vo.e0);
+    const Tensor<double> v = direct_conv_variance(x, net.find("var.sigma"), O, K, 1, 1, vo.e0);
     const ConstView<T> y = net.forward(x.view(), ctx);
     CHECK(count_lrt_mismatches(y, v.data(), net.find("var.bias"), O, os.plane(), key) == 0);
   }
@@ -264,20 +244,7 @@ TEST_CASE("samplers: Gaussian VarianceConv2d output has mean b and variance conv
   const Shape os = net.output_shape().with_batch(N);
   REQUIRE(os == Shape(N, O, 3, 3));
 
-  // naive direct convolution of x*x with sigma2
-  Tensor<double> v(os, vo.e0);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t o = 0; o < O; ++o)
-      for (int64_t i = 0; i < os.h; ++i)
-        for (int64_t j = 0; j < os.w; ++j)
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t a = 0; a < K; ++a)
-              for (int64_t d = 0; d < K; ++d) {
-                const int64_t ih = i * stride - pad + a, iw = j * stride - pad + d;
-                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                const double s = sigma[((o * C + c) * K + a) * K + d];
-                v.at(n, o, i, j) += x.at(n, c, ih, iw) * x.at(n, c, ih, iw) * s * s;
-              }
+  const Tensor<double> v = direct_conv_variance(x, sigma, O, K, stride, pad, vo.e0);
 
   const int64_t E = os.numel();
   std::vector<Moments> m(static_cast<size_t>(E));
