@@ -121,6 +121,12 @@ TEST_CASE("damaged CIFAR files are refused with the file, what was expected and 
     CHECK(has(e, "expected whole CIFAR-10 records of 3073 bytes"));
     CHECK(has(e, "found 12192 bytes = 3 records and 2973 bytes (a truncated file?)"));
   }
+  SECTION("one stray byte after the last record") {
+    Bytes b = cifar_bytes(CifarFormat::cifar10, 2);
+    b.push_back(0);
+    write_raw(p, b);
+    CHECK(has(error_of(read10), "found 6147 bytes = 2 records and 1 bytes"));
+  }
   SECTION("mis-sized: CIFAR-100 records read as CIFAR-10, and the other way round") {
     write_raw(p, cifar_bytes(CifarFormat::cifar100, 5));
     const std::string e = error_of(read10);
@@ -198,6 +204,41 @@ TEST_CASE("CIFAR-10 directory: five batches in order, then the test batch", "[ci
     CHECK(has(e, "data_batch_3.bin: expected 3 records, as in"));
     CHECK(has(e, "found 2 records"));
   }
+  SECTION("a batch with more records than the others") {
+    write_raw(dir.path / "data_batch_5.bin", cifar_bytes(CifarFormat::cifar10, 4));
+    const std::string e = error_of([&] { varnet::data::load_cifar10_dir(dir.path.string()); });
+    INFO(e);
+    CHECK(has(e, "data_batch_5.bin: expected 3 records, as in"));
+    CHECK(has(e, "found 4 records"));
+  }
+}
+
+TEST_CASE("concat_images joins sets of one sample shape and class count, in order", "[cifar]") {
+  const auto set = [](int64_t n, int64_t c, int classes, float first, const std::string& name) {
+    LabeledImages d;
+    d.images = varnet::Tensor<float>(varnet::Shape(n, c, 2, 2));
+    for (int64_t e = 0; e < d.images.numel(); ++e) d.images[e] = first + float(e);
+    for (int64_t i = 0; i < n; ++i) d.labels.push_back(int32_t(i % classes));
+    d.classes = classes;
+    d.source = name;
+    return d;
+  };
+  const LabeledImages a = set(2, 3, 10, 0, "a"), b = set(1, 3, 10, 100, "b");
+  const LabeledImages ab = varnet::data::concat_images({a, b});
+  REQUIRE(ab.images.shape() == varnet::Shape(3, 3, 2, 2));
+  CHECK(ab.images[23] == 23);   // a's last value
+  CHECK(ab.images[24] == 100);  // then b's first
+  CHECK(ab.labels == std::vector<int32_t>{0, 1, 0});
+  CHECK(ab.classes == 10);
+  CHECK(ab.source == "a + b");
+  std::string e = error_of([&] { varnet::data::concat_images({a, set(1, 3, 100, 0, "c")}); });
+  INFO(e);
+  CHECK(has(e, "concat_images(c): expected samples of shape"));
+  CHECK(has(e, "and 10 classes (as a), found"));
+  CHECK(has(e, "and 100 classes"));
+  e = error_of([&] { varnet::data::concat_images({a, set(1, 1, 10, 0, "d")}); });
+  CHECK(has(e, "concat_images(d)"));
+  CHECK(has(error_of([] { varnet::data::concat_images({}); }), "at least one image set"));
 }
 
 TEST_CASE("load_image_dir detects CIFAR-10, CIFAR-100 and MNIST format, or lists what it wanted",
@@ -274,5 +315,13 @@ TEST_CASE("pad_images centres odd and even differences and refuses larger images
   float sum = 0;
   for (int e = 0; e < 50; ++e) sum += p.images.data()[e];
   CHECK(sum == 78);  // nothing else is non-zero
+  // Unequal margins: 2 rows in 6 (top 2), 3 columns in 6 (left 1, the extra column after).
+  const LabeledImages q = varnet::data::pad_images(d, 6);
+  CHECK(q.images.view().at(0, 0, 2, 1) == 1);
+  CHECK(q.images.view().at(0, 0, 2, 3) == 3);
+  CHECK(q.images.view().at(0, 1, 3, 3) == 12);
+  sum = 0;
+  for (int e = 0; e < 72; ++e) sum += q.images.data()[e];
+  CHECK(sum == 78);
   CHECK(has(error_of([&] { varnet::data::pad_images(d, 2); }), "images of at most 2x2 pixels"));
 }

@@ -181,12 +181,19 @@ TEST_CASE("read_idx rejects damaged headers with path, expected and found", "[id
     CHECK(has(m, p));
     CHECK(has(m, "expected magic"));
     CHECK(has(m, "found 0x1f000801"));
+    write_raw(p, {0x00, 0x1f, 0x08, 0x01, 0, 0, 0, 1, 7});
+    CHECK(has(error_of([&] { read_idx(p); }), "found 0x001f0801"));
   }
   SECTION("wrong type byte") {
     write_raw(p, idx_file({1}, {0, 0, 0, 0}, 0x0D));
     const std::string m = error_of([&] { read_idx(p); });
     CHECK(has(m, "found 0x00000d01"));
     CHECK(has(m, "32-bit float"));
+    // Signed bytes (0x09) are bytes too, but -1 must not be read as 255.
+    write_raw(p, idx_file({1}, {0xFF}, 0x09));
+    const std::string s = error_of([&] { read_idx(p); });
+    CHECK(has(s, "found 0x00000901"));
+    CHECK(has(s, "signed byte"));
   }
   SECTION("wrong rank") {
     write_raw(p, idx_file({3}, {1, 2, 3}));
@@ -286,6 +293,15 @@ TEST_CASE("read_idx does not trust huge declared dimensions", "[idx]") {
   CHECK(has(m, "60000 x 60000 x 60000"));
   write_raw(p, idx_file({0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu}, {}));
   CHECK(has(error_of([&] { read_idx(p); }), "at most 2147483648 bytes"));
+  // At the cap's edge: 2^31 bytes pass the size check (and the file is short); one more does not.
+  write_raw(p, idx_file({2, 1u << 30}, {1, 2, 3}));
+  g_largest_allocation = 0;
+  CHECK(has(error_of([&] { read_idx(p); }), "expected 2147483648 payload bytes"));
+  CHECK(g_largest_allocation.load() <= (size_t(4) << 20));
+  write_raw(p, idx_file({3, 715827883u}, {1, 2, 3}));  // 2147483649 bytes
+  m = error_of([&] { read_idx(p); });
+  CHECK(has(m, "expected a payload of at most 2147483648 bytes"));
+  CHECK(has(m, "3 x 715827883"));
 }
 
 TEST_CASE("load_idx_pair builds images in [0, 1] and labels", "[idx]") {
@@ -309,6 +325,8 @@ TEST_CASE("load_idx_pair builds images in [0, 1] and labels", "[idx]") {
     CHECK(has(m, dir / "lab3"));
     CHECK(has(m, "2 images"));
     CHECK(has(m, "found 3 labels"));
+    write_raw(dir / "lab1", idx_file({1}, {0}));
+    CHECK(has(error_of([&] { load_idx_pair(dir / "img", dir / "lab1"); }), "found 1 labels"));
   }
   SECTION("swapped files") {
     const std::string m = error_of([&] { load_idx_pair(dir / "lab.gz", dir / "img"); });

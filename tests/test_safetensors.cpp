@@ -233,9 +233,11 @@ TEST_CASE("load_safetensors rejects damaged files", "[safetensors]") {
         {"{\"a\":\"\\ud800\\u0041\"}", "expected a low surrogate"},
         {"{\"a\":\"tab\there\"}", "expected control characters in strings to be escaped"},
         {"{\"a\":\"\xff\"}", "expected valid UTF-8, found byte 0xff"},
-        {"{\"a\":\"\xc0\xaf\"}", "expected valid UTF-8"},      // overlong '/'
-        {"{\"a\":\"\xed\xa0\x80\"}", "expected valid UTF-8"},  // encoded surrogate
-        {"{\"a\":\"\xe2\x82\"}", "expected valid UTF-8"},      // cut sequence
+        {"{\"a\":\"\xc0\xaf\"}", "expected valid UTF-8"},          // overlong '/'
+        {"{\"a\":\"\xe0\x80\xaf\"}", "expected valid UTF-8"},      // overlong '/', three bytes
+        {"{\"a\":\"\xf0\x80\x80\xaf\"}", "expected valid UTF-8"},  // and four
+        {"{\"a\":\"\xed\xa0\x80\"}", "expected valid UTF-8"},      // encoded surrogate
+        {"{\"a\":\"\xe2\x82\"}", "expected valid UTF-8"},          // cut sequence
         {"{} x", "expected the end of the header"},
         {"{\"a\":1,\"a\":2}", "expected unique keys in each object, found a second \"a\""},
         {"{\"a\":" + std::string(100, '[') + std::string(100, ']') + "}", "nesting of at most"},
@@ -259,6 +261,8 @@ TEST_CASE("load_safetensors rejects damaged files", "[safetensors]") {
     CHECK(has(error_for(entry("F128", "[2]", "[0,8]"), 8), "found \"F128\""));
     CHECK(has(error_for(entry("F32", "[3]", "[0,8]"), 8),
               where + "12 bytes of data (shape [3], F32), found 8 bytes"));
+    CHECK(has(error_for(entry("F32", "[1]", "[0,8]"), 8),
+              where + "4 bytes of data (shape [1], F32), found 8 bytes"));
     CHECK(has(error_for(entry("F32", "[2]", "[0,16]"), 8),
               where + "data_offsets within the data buffer of 8 bytes, found [0, 16]"));
     CHECK(has(error_for(entry("F32", "[2]", "[8,0]"), 8), "begin <= end"));
