@@ -75,3 +75,41 @@ TEST_CASE("serialize: a file of another network, or a damaged one, is a clear er
   Network<float> unbuilt;
   CHECK_THROWS_WITH(save_network(unbuilt, path), Catch::Matchers::ContainsSubstring("build"));
 }
+
+TEST_CASE("serialize: tensors are stored under their names with PyTorch's shapes", "[serialize]") {
+  const auto a = small_net<float>(1);
+  const std::string path = temp_file("shapes.safetensors");
+  save_network(a, path);
+  const SafetensorsFile f = load_safetensors(path);
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> expected = {
+      {"conv.sigma", {3, 1, 3, 3}}, {"bn.weight", {3}},      {"bn.bias", {3}},
+      {"bn.running_mean", {3}},     {"bn.running_var", {3}}, {"fc.sigma", {4, 75}}};
+  CHECK(f.tensors.size() == expected.size());
+  for (const auto& [name, shape] : expected) {
+    INFO(name);
+    const StoredTensor* t = f.find(name);
+    REQUIRE(t != nullptr);
+    CHECK(t->shape == shape);
+    CHECK(t->dtype == "F32");
+  }
+  std::remove(path.c_str());
+}
+
+TEST_CASE("serialize: a file with a tensor the network lacks is refused, nothing loaded",
+          "[serialize]") {
+  const auto a = small_net<float>(1);
+  const std::string path = temp_file("extra.safetensors");
+  save_network(a, path);
+  SafetensorsFile f = load_safetensors(path);
+  const float one = 1;
+  f.tensors.push_back(make_stored<float>("head.sigma", {1}, &one));
+  save_safetensors(path, f);
+  auto b = small_net<float>(2);
+  const auto before = b.params();
+  CHECK_THROWS_WITH(
+      load_network(b, path),
+      Catch::Matchers::ContainsSubstring("expected 6 tensors, those of the network") &&
+          Catch::Matchers::ContainsSubstring("found 7 tensors"));
+  CHECK(b.params() == before);
+  std::remove(path.c_str());
+}
