@@ -193,6 +193,8 @@ TEST_CASE("checkpoint: a mismatching resume is refused, naming what differs", "[
     CHECK(has(m, "lr \"0.01\" in the checkpoint, \"0.02\" in this run"));
     CHECK(has(m, "epochs unset in the checkpoint, \"3\" in this run"));
     CHECK(unchanged());
+    CHECK(has(error_of([&] { varnet::load_checkpoint(path, net, adam, kConfig, 4); }),
+              "seed 5 in the checkpoint, 4 in this run"));
     config = kConfig;
     config.erase("batch");
     CHECK(has(error_of([&] { varnet::load_checkpoint(path, net, adam, config, 5); }),
@@ -332,6 +334,32 @@ TEST_CASE("checkpoint: damaged files give a clear error", "[checkpoint]") {
     CHECK(has(error_of([&] { varnet::load_checkpoint(bad, net, adam, kConfig, 5); }),
               bad + ": tensor \"optimizer.v\": expected finite values, found inf at element 2"));
     CHECK(std::equal(before.begin(), before.end(), net.params().begin()));
+    // A NaN in the last element of a parameter tensor (out.weight is 3 x 8).
+    f = varnet::load_safetensors(good);
+    for (auto& t : f.tensors)
+      if (t.name == "out.weight") {
+        const float nan = std::nanf("");
+        std::memcpy(t.bytes.data() + t.bytes.size() - 4, &nan, 4);
+      }
+    f.metadata["checksum"] = varnet::checkpoint_detail::checksum(f);
+    varnet::save_safetensors(bad, f);
+    CHECK(has(error_of([&] { varnet::load_checkpoint(bad, net, adam, kConfig, 5); }),
+              bad + ": tensor \"out.weight\": expected finite values, found nan at element 23"));
+    CHECK(std::equal(before.begin(), before.end(), net.params().begin()));
+  }
+  SECTION("a tensor the network and the optimizer lack, with a valid checksum") {
+    varnet::SafetensorsFile f = varnet::load_safetensors(good);
+    const float one = 1;
+    f.tensors.push_back(varnet::make_stored<float>("head.weight", {1}, &one));
+    f.metadata["checksum"] = varnet::checkpoint_detail::checksum(f);
+    varnet::save_safetensors(bad, f);
+    const std::vector<float> before(net.params().begin(), net.params().end());
+    const std::string m = error_of([&] { varnet::load_checkpoint(bad, net, adam, kConfig, 5); });
+    INFO(m);
+    CHECK(has(m, "expected 9 tensors (the network's 7 and the optimizer's 2)"));
+    CHECK(has(m, "found 10"));
+    CHECK(std::equal(before.begin(), before.end(), net.params().begin()));
+    CHECK(adam.steps() == 0);
   }
 }
 
@@ -399,10 +427,14 @@ TEST_CASE("checkpoint: an interrupted write leaves the previous checkpoint", "[c
 
   SECTION("a partial temporary file beside it (killed while writing)") {
     write_all(path + ".tmp.4242.0.17", newest.substr(0, newest.size() / 2));
+    write_all(path + ".tmp.notes", "not a temporary file of save_safetensors");
     CHECK(varnet::read_checkpoint_or_previous(path).info.step == 6);
     save_trained(path, 8);  // and the next save is not disturbed by it
     CHECK(step_in(path) == 8);
     CHECK(step_in(prev) == 6);
+    // The save removes the stale temporary file, and only it.
+    CHECK_FALSE(fs::exists(path + ".tmp.4242.0.17"));
+    CHECK(read_all(path + ".tmp.notes") == "not a temporary file of save_safetensors");
   }
   SECTION("a staging link left over (killed while keeping the previous one)") {
     fs::create_hard_link(path, prev + ".tmp");
