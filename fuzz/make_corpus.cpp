@@ -1,5 +1,5 @@
-// Writes the seed corpora of the fuzz targets into DIR/{idx,safetensors,checkpoint}: small valid
-// files of each kind. The committed fuzz/corpus/ came from
+// Writes the seed corpora of the fuzz targets into DIR/{idx,cifar,safetensors,checkpoint}: small
+// valid files of each kind. The committed fuzz/corpus/ came from
 //   g++ -std=c++17 -O1 -Iinclude -I/usr/include/eigen3 fuzz/make_corpus.cpp -o make_corpus -lz
 //   ./make_corpus fuzz/corpus
 #include <zlib.h>
@@ -31,6 +31,17 @@ std::vector<uint8_t> idx(uint8_t rank, const std::vector<uint32_t>& dims, uint8_
   return b;
 }
 
+// n CIFAR records with `label_bytes` label bytes (1: CIFAR-10, 2: CIFAR-100 coarse then fine)
+// and 3072 varied pixel bytes.
+std::vector<uint8_t> cifar(int label_bytes, int n) {
+  std::vector<uint8_t> b;
+  for (int i = 0; i < n; ++i) {
+    for (int l = 0; l < label_bytes; ++l) b.push_back(uint8_t(3 * i + 7 * l));
+    for (int e = 0; e < 3072; ++e) b.push_back(uint8_t((e * 37 + i * 101) & 0xFF));
+  }
+  return b;
+}
+
 void write(const fs::path& p, const std::vector<uint8_t>& b) {
   std::ofstream out(p, std::ios::binary);
   out.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
@@ -50,13 +61,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path dir = argv[1];
-  for (const char* sub : {"idx", "safetensors", "checkpoint"}) fs::create_directories(dir / sub);
+  for (const char* sub : {"idx", "cifar", "safetensors", "checkpoint"})
+    fs::create_directories(dir / sub);
 
   write(dir / "idx" / "labels-rank1", idx(1, {6}, 0));
   write(dir / "idx" / "images-rank3", idx(3, {2, 3, 3}, 7));
   write(dir / "idx" / "matrix-rank2", idx(2, {2, 2}, 250));
   write(dir / "idx" / "rank4", idx(4, {1, 2, 1, 2}, 1));
   write_gz(dir / "idx" / "images-rank3.gz", idx(3, {2, 4, 4}, 3));
+
+  // Two records of each CIFAR format (the fuzzer's -max_len of 8192 bytes holds two).
+  write(dir / "cifar" / "cifar10-2.bin", cifar(1, 2));
+  write(dir / "cifar" / "cifar100-2.bin", cifar(2, 2));
 
   varnet::SafetensorsFile st;
   const std::vector<float> w = {0.5f, -1.0f, 2.0f, 0.0f, 1e-3f, 3.0f};

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
 out=${FUZZ_BUILD_DIR:-build-fuzz}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(idx safetensors checkpoint)
+[ ${#targets[@]} -gt 0 ] || targets=(idx cifar safetensors checkpoint)
 cxx=${CLANGXX:-}
 if [ -z "$cxx" ]; then
   for c in clang++ clang++-14; do command -v "$c" > /dev/null && { cxx=$c; break; }; done

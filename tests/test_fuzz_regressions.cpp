@@ -9,6 +9,7 @@
 
 #include "../fuzz/fuzz_network.hpp"
 #include "catch.hpp"
+#include "varnet/data/cifar.hpp"
 #include "varnet/data/idx.hpp"
 #include "varnet/nn/checkpoint.hpp"
 #include "varnet/nn/safetensors.hpp"
@@ -37,6 +38,23 @@ std::string read_as(const std::string& target, const std::string& path) {
   try {
     if (target == "idx") {
       varnet::data::read_idx(path);
+    } else if (target == "cifar") {
+      // As the fuzz target: the file read as each format. A seed is one of them, so it reads
+      // cleanly when one format accepts it; every refusal must still be a varnet::Error.
+      using varnet::data::CifarFormat;
+      using varnet::data::CifarLabels;
+      std::string refused;
+      for (const auto& [format, labels] : {std::pair{CifarFormat::cifar10, CifarLabels::fine},
+                                           std::pair{CifarFormat::cifar100, CifarLabels::fine},
+                                           std::pair{CifarFormat::cifar100, CifarLabels::coarse}}) {
+        try {
+          varnet::data::read_cifar_file(path, format, labels);
+          return "";
+        } catch (const varnet::Error& e) {
+          refused = e.what();
+        }
+      }
+      return refused;
     } else if (target == "safetensors") {
       const varnet::SafetensorsFile f = varnet::load_safetensors(path);
       for (const varnet::StoredTensor& t : f.tensors) {
@@ -59,7 +77,7 @@ std::string read_as(const std::string& target, const std::string& path) {
 }  // namespace
 
 TEST_CASE("fuzz seeds read cleanly, kept findings give a clean answer", "[fuzz]") {
-  for (const std::string target : {"idx", "safetensors", "checkpoint"}) {
+  for (const std::string target : {"idx", "cifar", "safetensors", "checkpoint"}) {
     const auto seeds = files_in("corpus/" + target);
     INFO(target);
     CHECK(seeds.size() >= 1);
