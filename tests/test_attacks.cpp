@@ -11,6 +11,7 @@
 #include "varnet/eval/attacks.hpp"
 #include "varnet/layers/activations.hpp"
 #include "varnet/layers/conv2d.hpp"
+#include "varnet/layers/dropout.hpp"
 #include "varnet/layers/flatten.hpp"
 #include "varnet/layers/linear.hpp"
 #include "varnet/layers/variance.hpp"
@@ -71,19 +72,55 @@ TEST_CASE("the K-sample ensemble input gradient matches central differences", "[
   const tol::Mismatch m = tol::compare<double>(analytic, numeric, x.numel(), 1e-7, 1e-6);
   INFO("dL/dx vs central differences: " << m);
   CHECK(m.ok());
-  // The K samples differ: one sample alone gives another loss.
+  // The K samples differ: one sample alone gives another loss; and each iteration draws fresh
+  // noise (PGD's steps must not all see the same samples).
+  CHECK(ensemble_input_gradient(net, x.view(), y.data(), o, 8, unused).loss != r.loss);
   o.samples = 1;
   CHECK(ensemble_input_gradient(net, x.view(), y.data(), o, 7, unused).loss != r.loss);
   // Parameter gradients are left zeroed.
   for (double v : net.grads()) REQUIRE(v == 0);
 }
 
+TEST_CASE("the ensemble input gradient through dropout matches central differences", "[attacks]") {
+  // Dropout draws its mask again in backward from the sample's context, so each of the K
+  // backward passes must run under its own sample's context (the variance layers above keep
+  // their noise from forward and would not notice).
+  Network<double> net;
+  net.emplace<Linear<double>>("fc1", 6, 8, true);
+  net.emplace<Tanh<double>>("tanh");
+  net.emplace<Dropout<double>>("drop", 0.5);
+  net.emplace<Linear<double>>("out", 8, 3, true);
+  net.build(Shape(1, 6), 2);
+  Tensor<double> x = unit_inputs(Shape(2, 6), 3);
+  const std::vector<int32_t> y = {2, 0};
+  AttackOptions o;
+  o.samples = 3;
+  o.seed = 4;
+  Tensor<double> g, unused;
+  ensemble_input_gradient(net, x.view(), y.data(), o, 0, g);
+  const double h = 1e-6;
+  std::vector<double> numeric(size_t(x.numel())), analytic(g.data(), g.data() + g.numel());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double orig = x[i];
+    x[i] = orig + h;
+    const double fp = ensemble_input_gradient(net, x.view(), y.data(), o, 0, unused).loss;
+    x[i] = orig - h;
+    const double fm = ensemble_input_gradient(net, x.view(), y.data(), o, 0, unused).loss;
+    x[i] = orig;
+    numeric[size_t(i)] = (fp - fm) / (2 * h);
+  }
+  const tol::Mismatch m = tol::compare<double>(analytic, numeric, x.numel(), 1e-7, 1e-6);
+  INFO("dL/dx vs central differences: " << m);
+  CHECK(m.ok());
+}
+
 TEST_CASE("FGSM on a linear model equals its closed form", "[attacks]") {
   Network<double> net;
   net.emplace<Linear<double>>("fc", 6, 4, true);
   net.build(Shape(1, 6), 3);
-  const double* W = net.find("fc.weight");  // (4, 6)
+  double* W = net.find("fc.weight");  // (4, 6)
   const double* b = net.find("fc.bias");
+  for (int c = 0; c < 4; ++c) W[c * 6 + 2] = 0;  // input 2 has a zero gradient: it must not move
   Tensor<double> x = unit_inputs(Shape(5, 6), 8);
   x[0] = 0.0;  // on the range's edges: clipping shows
   x[1] = 1.0;
@@ -158,6 +195,31 @@ TEST_CASE("PGD stays in the epsilon ball and the valid range, and raises the los
   }
 }
 
+TEST_CASE("PGD's random start is uniform over the whole epsilon ball", "[attacks]") {
+  // With a step far smaller than epsilon, one iteration leaves each input near its random start
+  // x + epsilon U(-1, 1): about a quarter of them below x - epsilon / 2, a quarter above
+  // x + epsilon / 2 (inputs at 0.5, so the range [0, 1] clips nothing).
+  Network<double> net = small_variance_net();
+  Tensor<double> x(Shape(8, 1, 5, 5), 0.5);
+  const std::vector<int32_t> y(8, 1);
+  AttackOptions o;
+  o.epsilon = 0.2;
+  o.step = 1e-6;
+  o.iterations = 1;
+  o.samples = 1;
+  const Tensor<double> adv = pgd(net, x.view(), y.data(), o);
+  int64_t low = 0, high = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    low += adv[i] < 0.5 - o.epsilon / 2;
+    high += adv[i] > 0.5 + o.epsilon / 2;
+  }
+  INFO(low << " of " << x.numel() << " below x - epsilon / 2, " << high
+           << " above x + epsilon / 2");
+  // 200 inputs: each count is about 50, standard deviation about 6.
+  CHECK(low > 25);
+  CHECK(high > 25);
+}
+
 TEST_CASE("attack_dataset attacks in batches and keeps the labels", "[attacks]") {
   Network<double> net = small_variance_net();
   data::LabeledImages d;
@@ -183,6 +245,15 @@ TEST_CASE("attack_dataset attacks in batches and keeps the labels", "[attacks]")
   for (int64_t i = 0; i < x.numel(); ++i) {
     REQUIRE(std::abs(p.images[i] - d.images[i]) <= float(o.epsilon) * 1.0001f);
   }
+  // Batches draw their own random start and noise: two identical examples in different batches
+  // (0 and 3 of batches of 3) are attacked differently.
+  data::LabeledImages same = d;
+  for (int64_t i = 0; i < same.images.numel(); ++i) same.images[i] = float(i % 25) / 25.0f;
+  same.labels.assign(7, 1);
+  const data::LabeledImages q = attack_dataset(net, same, AttackKind::pgd, o);
+  int64_t differ = 0;
+  for (int64_t e = 0; e < 25; ++e) differ += q.images[e] != q.images[3 * 25 + e];
+  CHECK(differ > 0);
 }
 
 TEST_CASE("attack options are checked", "[attacks]") {

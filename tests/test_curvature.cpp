@@ -205,6 +205,22 @@ TEST_CASE("the empirical Fisher diagonal is the mean squared per-example gradien
   double delta = 0;
   for (size_t i = 0; i < 12; ++i) delta += 0.5 * est[0].fisher_diag[i] * targets[0].variance[i];
   CHECK(est[0].delta_fisher == Approx(delta));
+
+  // fisher_examples = 4: the Fisher of the first 4 examples alone (their mean, not a ninth of
+  // their sum).
+  data::LabeledImages first4;
+  first4.images = Tensor<float>(Shape(4, 3));
+  for (int64_t i = 0; i < 12; ++i) first4.images[i] = d.images[i];
+  first4.labels.assign(d.labels.begin(), d.labels.begin() + 4);
+  first4.classes = d.classes;
+  o.fisher_examples = 4;
+  const std::vector<CurvatureEstimate> part = estimate_curvature(net, d, targets, o);
+  o.fisher_examples = 0;
+  const std::vector<CurvatureEstimate> alone = estimate_curvature(net, first4, targets, o);
+  const tol::Mismatch m4 =
+      tol::compare<double>(part[0].fisher_diag, alone[0].fisher_diag, 12, 1e-12, 1e-12);
+  INFO("Fisher of the first 4 examples: " << m4);
+  CHECK(m4.ok());
 }
 
 TEST_CASE("the model Fisher equals the exact Hessian diagonal of a softmax regression",
@@ -254,4 +270,9 @@ TEST_CASE("curvature targets are checked", "[curvature]") {
               estimate_curvature(net, d, {{"x", "fc1.weight", v}}, o);
             }),
             "found -1 at element 5"));
+  v[5] = -1e-3;
+  CHECK(has(error_of([&] {
+              estimate_curvature(net, d, {{"x", "fc1.weight", v}}, o);
+            }),
+            "found -0.001 at element 5"));
 }
