@@ -5,6 +5,7 @@
 // successfully.
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../fuzz/fuzz_network.hpp"
@@ -39,22 +40,24 @@ std::string read_as(const std::string& target, const std::string& path) {
     if (target == "idx") {
       varnet::data::read_idx(path);
     } else if (target == "cifar") {
-      // As the fuzz target: the file read as each format. A seed is one of them, so it reads
-      // cleanly when one format accepts it; every refusal must still be a varnet::Error.
+      // As the fuzz target: the file read as each format, every one of them. A seed is one of
+      // them, so it reads cleanly when one format accepts it; every refusal must still be a
+      // varnet::Error.
       using varnet::data::CifarFormat;
       using varnet::data::CifarLabels;
       std::string refused;
+      bool accepted = false;
       for (const auto& [format, labels] : {std::pair{CifarFormat::cifar10, CifarLabels::fine},
                                            std::pair{CifarFormat::cifar100, CifarLabels::fine},
                                            std::pair{CifarFormat::cifar100, CifarLabels::coarse}}) {
         try {
           varnet::data::read_cifar_file(path, format, labels);
-          return "";
+          accepted = true;
         } catch (const varnet::Error& e) {
           refused = e.what();
         }
       }
-      return refused;
+      return accepted ? "" : refused;
     } else if (target == "safetensors") {
       const varnet::SafetensorsFile f = varnet::load_safetensors(path);
       for (const varnet::StoredTensor& t : f.tensors) {
