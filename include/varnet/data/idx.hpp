@@ -220,8 +220,8 @@ inline LabeledImages load_idx_pair(const std::string& images_path, const std::st
   const int64_t n = images.dims[0];
   if (labels.dims[0] != n) {
     fail(images_path + ", " + labels_path,
-         str("one label per image (", n, " images in ", images_path, ")"),
-         str(labels.dims[0], " labels in ", labels_path));
+         str("one label per image (", n, n == 1 ? " image in " : " images in ", images_path, ")"),
+         str(labels.dims[0], labels.dims[0] == 1 ? " label in " : " labels in ", labels_path));
   }
   LabeledImages out;
   out.images = Tensor<float>(Shape(n, 1, images.dims[1], images.dims[2]));
