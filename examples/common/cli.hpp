@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <set>
@@ -92,6 +93,22 @@ class Args {
   std::map<std::string, std::string> values_;
   std::set<std::string> switches_;
 };
+
+// Output paths are checked before any work, so that a long run never fails at its end: `path`
+// must lie in an existing directory...
+inline void check_in_existing_directory(const std::string& flag, const std::string& path) {
+  const std::filesystem::path p(path);
+  check(std::filesystem::is_directory(p.has_parent_path() ? p.parent_path() : "."), flag,
+        "a path in an existing directory", "'" + path + "'");
+}
+
+// ...and, unless `overwrite` (--overwrite), not exist yet: an earlier result is never replaced
+// silently.
+inline void check_new_file(const std::string& flag, const std::string& path, bool overwrite) {
+  check_in_existing_directory(flag, path);
+  check(overwrite || !std::filesystem::exists(path), flag,
+        "a path that does not exist yet (or --overwrite)", "an existing file '" + path + "'");
+}
 
 // An example's main: runs `body`, and turns errors into a message on stderr and an exit status
 // (2: bad input, with what was expected and what was found; 3: anything else).

@@ -11,6 +11,7 @@
 #include <map>
 #include <string>
 
+#include "cli.hpp"
 #include "varnet/core/error.hpp"
 #include "varnet/nn/checkpoint.hpp"
 
@@ -26,8 +27,7 @@ inline void check_checkpoint_path(const std::string& checkpoint, const std::stri
   if (checkpoint.empty()) return;
   namespace fs = std::filesystem;
   const fs::path p(checkpoint), prev(previous_checkpoint_path(checkpoint));
-  check(fs::is_directory(p.has_parent_path() ? p.parent_path() : "."), "--checkpoint",
-        "a path in an existing directory", "'" + checkpoint + "'");
+  cli::check_in_existing_directory("--checkpoint", checkpoint);
   if (overwrite) return;
   std::error_code ec;
   const auto same = [&](const fs::path& a) {

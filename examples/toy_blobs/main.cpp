@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -85,15 +84,8 @@ Config parse(int argc, char** argv) {
   c.seed = a.get_int("--seed", 0, 0, INT64_MAX);
   c.csv = a.get("--csv", "docs/toy_blobs.csv");
   c.png = a.get("--png", "docs/toy_blobs.png");
-  for (const std::string* p : {&c.csv, &c.png}) {  // fail now, not after training
-    const std::filesystem::path path(*p), dir = path.has_parent_path() ? path.parent_path() : ".";
-    const char* flag = *p == c.csv ? "--csv" : "--png";
-    varnet::check(std::filesystem::is_directory(dir), flag, "a path in an existing directory",
-                  "'" + *p + "'");
-    varnet::check(a.has("--overwrite") || !std::filesystem::exists(path), flag,
-                  "a path that does not exist yet (or --overwrite)",
-                  "an existing file '" + *p + "'");
-  }
+  varnet::cli::check_new_file("--csv", c.csv, a.has("--overwrite"));
+  varnet::cli::check_new_file("--png", c.png, a.has("--overwrite"));
   varnet::check(c.batch <= 4 * c.points, "--batch",
                 str("at most the training set size ", 4 * c.points), c.batch);
   return c;

@@ -10,7 +10,6 @@
 // rate on per-image augmented batches, printing a line per epoch; evaluate mean propagation and
 // ensembles; print a JSON line last.
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <map>
 #include <string>
@@ -185,16 +184,7 @@ Config parse(int argc, char** argv) {
                 c.layer_kind);
   // A run the GPU path cannot do says so before any data is read.
   varnet::examples::check_device_flags(c);
-  if (!c.save.empty()) {  // fail now, not after hours of training
-    namespace fs = std::filesystem;
-    const fs::path p(c.save);
-    const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
-    varnet::check(fs::is_directory(dir), "--save", "a path in an existing directory",
-                  "'" + c.save + "'");
-    varnet::check(c.overwrite || !fs::exists(p), "--save",
-                  "a path that does not exist yet (or --overwrite)",
-                  "an existing file '" + c.save + "'");
-  }
+  if (!c.save.empty()) varnet::cli::check_new_file("--save", c.save, c.overwrite);
   return c;
 }
 
