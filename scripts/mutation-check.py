@@ -29,6 +29,13 @@ checkpoints), whose slips pass bad data silently rather than crash:
 
   scripts/mutation-check.py --mutations tests/mutations_io.json
 
+and so have the examples' command lines, argument checks, output-path checks and resumed runs,
+whose slips show only in a run of the program. That list names its ctest tests (the CLI tests,
+whose environment tells them where the example programs are) and the programs to rebuild, and
+runs through ctest ("run": "ctest" in the list):
+
+  scripts/mutation-check.py --mutations tests/mutations_cli.json
+
 Each mutation costs a rebuild of the target (about a minute for test_emulated_kernels on two
 cores) and a run. The files are restored however the script ends (short of SIGKILL); it refuses
 to start when a file it would mutate has uncommitted changes. While it runs, the working tree
@@ -58,20 +65,28 @@ def die(message):
 
 
 def load_mutations(path):
-    """(the list's own test targets or None, its mutations). A list file is either a JSON list of
-    mutations, or an object {"targets": [test targets], "mutations": [...]}. A mutation may name
-    its own "targets", which replace the list's for it (the tests of the code it touches)."""
+    """(the list's settings, its mutations). A list file is either a JSON list of mutations, or an
+    object {"targets": [test targets], "mutations": [...]}, optionally with "programs": [other
+    targets to build before the tests run, such as the example programs a CLI test drives] and
+    "run": "ctest" (run the targets as the ctest tests of those names, in their ctest environment,
+    instead of running the binaries directly). A mutation may name its own "targets" and
+    "programs", which replace the list's for it (the tests of the code it touches)."""
     try:
         with open(os.path.join(ROOT, path)) as f:
             data = json.load(f)
     except (OSError, ValueError) as e:
         die(f"cannot read the mutation list {path}: {e}")
-    targets, mutations = None, data
+    settings, mutations = {}, data
     if isinstance(data, dict):
-        targets, mutations = data.get("targets"), data.get("mutations")
+        settings, mutations = data, data.get("mutations")
+        targets = data.get("targets")
         if not isinstance(targets, list) or not targets or not isinstance(mutations, list):
             die(f"{path}: expected an object with a non-empty list 'targets' and a list "
                 "'mutations'")
+        if data.get("run", "binary") not in ("binary", "ctest"):
+            die(f"{path}: 'run' must be \"binary\" or \"ctest\", found {data['run']!r}")
+        if not isinstance(data.get("programs", []), list):
+            die(f"{path}: 'programs', where given, must be a list")
     if not isinstance(mutations, list):
         die(f"{path}: expected a list of mutations, found {type(mutations).__name__}")
     for m in mutations:
@@ -81,7 +96,9 @@ def load_mutations(path):
         own = m.get("targets")
         if own is not None and (not isinstance(own, list) or not own):
             die(f"{path}: entry {m['id']}: 'targets', where given, must be a non-empty list")
-    return targets, mutations
+        if not isinstance(m.get("programs", []), list):
+            die(f"{path}: entry {m['id']}: 'programs', where given, must be a list")
+    return settings, mutations
 
 
 def apply(m):
@@ -124,11 +141,17 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
-    list_targets, mutations = load_mutations(args.mutations)
-    default_targets = list_targets or ["test_emulated_kernels"]
+    settings, mutations = load_mutations(args.mutations)
+    default_targets = settings.get("targets") or ["test_emulated_kernels"]
+    by_ctest = settings.get("run") == "ctest"
+    if by_ctest and args.test_args:
+        die(f"--test-args does not apply to {args.mutations}, whose tests run through ctest")
 
     def targets_of(m):
         return args.target or m.get("targets") or default_targets
+
+    def programs_of(m):
+        return m.get("programs", settings.get("programs", []))
     if args.list:
         for m in mutations:
             print(f"{m['id']:18} {m['file']:28} {m['why']}  [{' '.join(targets_of(m))}]")
@@ -171,17 +194,48 @@ def main():
     log_dir = os.path.join(build, "mutation-logs")
     os.makedirs(log_dir, exist_ok=True)
     all_targets = list(dict.fromkeys(t for m in chosen for t in targets_of(m)))
+    all_programs = list(dict.fromkeys(p for m in chosen for p in programs_of(m)))
 
     def build_cmd(targets):
         return ["cmake", "--build", build, "--target"] + targets + ["-j", args.jobs]
 
-    def build_and_run(log_path, targets):
+    def ctest_cmd(targets):
+        names = "|".join(targets)
+        return ["ctest", "--test-dir", build, "-R", f"^({names})$", "--output-on-failure",
+                "--timeout", f"{args.timeout:.0f}"]
+
+    if by_ctest:
+        # A test name that matches no ctest test would run nothing and pass.
+        listed = subprocess.run(ctest_cmd(all_targets) + ["-N"], capture_output=True,
+                                text=True).stdout
+        missing = [t for t in all_targets if f": {t}\n" not in listed]
+        if missing:
+            die(f"{', '.join(missing)}: no such ctest test in {args.build}")
+
+    def run_by_ctest(out, targets):
+        out.write(f"\n==== ctest {' '.join(targets)}\n")
+        out.flush()
+        try:
+            done = subprocess.run(ctest_cmd(targets), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True,
+                                  timeout=args.timeout * len(targets) + 60)
+        except subprocess.TimeoutExpired:
+            out.write(f"\n==== ctest: stopped after {args.timeout:.0f} s a test\n")
+            return TIMED_OUT
+        out.write(done.stdout)
+        if done.returncode != 0 and "***Timeout" in done.stdout:
+            return TIMED_OUT
+        return done.returncode
+
+    def build_and_run(log_path, targets, programs):
         """None when a target does not build, else 0 when every test passed, or the exit status
         of the first that failed."""
         with open(log_path, "w") as out:
-            if subprocess.run(build_cmd(targets), stdout=out,
+            if subprocess.run(build_cmd(targets + programs), stdout=out,
                               stderr=subprocess.STDOUT).returncode != 0:
                 return None
+            if by_ctest:
+                return run_by_ctest(out, targets)
             for target in targets:
                 binary = os.path.join(build, "tests", target)
                 if not os.path.isfile(binary):
@@ -202,7 +256,7 @@ def main():
     # The unmutated sources first: a target that does not build, or tests that already fail,
     # would make every mutation look caught.
     baseline_log = os.path.join(log_dir, "baseline.log")
-    rc = build_and_run(baseline_log, all_targets)
+    rc = build_and_run(baseline_log, all_targets, all_programs)
     if rc is None:
         print(f"mutation-check: {' '.join(all_targets)} do not build in {args.build} without "
               f"mutations (see {baseline_log}; the emulated suite needs "
@@ -220,7 +274,8 @@ def main():
         path = os.path.join(ROOT, m["file"])
         original = apply(m)
         try:
-            rc = build_and_run(os.path.join(log_dir, m["id"] + ".log"), targets_of(m))
+            rc = build_and_run(os.path.join(log_dir, m["id"] + ".log"), targets_of(m),
+                               programs_of(m))
         finally:
             with open(path, "w") as f:
                 f.write(original)
@@ -237,7 +292,8 @@ def main():
         print(f"[{n}/{len(chosen)}] {m['id']:18} {verdict:9} {time.time() - start:5.0f} s   "
               f"{m['why']}", flush=True)
     # Leave the build matching the restored sources.
-    subprocess.run(build_cmd(all_targets), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(build_cmd(all_targets + all_programs), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     print(f"mutation-check: {len(chosen) - len(survived)} of {len(chosen)} caught"
           + (f"; not caught: {', '.join(survived)} (logs in {log_dir})" if survived else ""))
     return 1 if survived else 0
