@@ -2,6 +2,7 @@
 // errors that name the flag, what was expected and what was found. No dependency beyond C++17.
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
@@ -85,8 +86,9 @@ class Args {
  private:
   static int64_t parse_int(const std::string& f, const std::string& s, int64_t lo, int64_t hi) {
     char* end = nullptr;
+    errno = 0;  // strtoll clamps a value out of its range to LLONG_MIN or LLONG_MAX
     const long long v = std::strtoll(s.c_str(), &end, 10);
-    check(end && *end == '\0' && !s.empty() && v >= lo && v <= hi, f,
+    check(end && *end == '\0' && !s.empty() && errno != ERANGE && v >= lo && v <= hi, f,
           str("an integer in [", lo, ", ", hi, "]"), "'", s, "'");
     return v;
   }

@@ -60,10 +60,14 @@ RunStart resume_run(const std::string& path, Net& net, Optimizer& opt, Trainer& 
   if (!note.empty())
     std::cout << "resume: passed over " << note << "; read " << previous_checkpoint_path(path)
               << "\n";
-  check(info.epoch <= epochs && info.step_in_epoch < steps_per_epoch &&
+  // Epoch `epochs` exists only at its step 0: the end of training.
+  const bool inside = info.epoch < epochs || (info.epoch == epochs && info.step_in_epoch == 0);
+  check(inside && info.step_in_epoch < steps_per_epoch &&
             info.step == uint64_t(info.epoch * steps_per_epoch + info.step_in_epoch),
-        path, str("a position within ", epochs, " epochs of ", steps_per_epoch, " steps"), "step ",
-        info.step, " (epoch ", info.epoch, ", step ", info.step_in_epoch, ")");
+        path,
+        str("a position within ", epochs, epochs == 1 ? " epoch of " : " epochs of ",
+            steps_per_epoch, " steps"),
+        "step ", info.step, " (epoch ", info.epoch, ", step ", info.step_in_epoch, ")");
   const auto at = [&](const char* key) {
     return info.extra.count(key) ? info.extra.at(key) : std::string("0");
   };
