@@ -41,8 +41,9 @@ void put_u32(std::vector<uint8_t>& b, uint32_t v) {
 }
 
 // Writes images (n, side, side) and labels as gzipped IDX files: class k (of 4) is a bright
-// square in quadrant k on a dim, varying background.
-void write_set(const fs::path& dir, const std::string& prefix, int n, int side, uint32_t salt) {
+// square in quadrant k on a dim, varying background. Image i is of class i % classes.
+void write_set(const fs::path& dir, const std::string& prefix, int n, int side, uint32_t salt,
+               int classes = 4) {
   std::vector<uint8_t> img, lab;
   put_u32(img, 0x00000803);
   put_u32(img, uint32_t(n));
@@ -52,7 +53,7 @@ void write_set(const fs::path& dir, const std::string& prefix, int n, int side, 
   put_u32(lab, uint32_t(n));
   const varnet::NoiseKey key{salt, 0, 0, 0};
   for (int i = 0; i < n; ++i) {
-    const int k = i % 4;
+    const int k = i % classes;
     lab.push_back(uint8_t(k));
     for (int r = 0; r < side; ++r)
       for (int c = 0; c < side; ++c) {

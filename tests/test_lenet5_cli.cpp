@@ -78,6 +78,17 @@ TEST_CASE("lenet5: trains on generated MNIST-format data, saves, rejects bad inp
     CHECK(bad_dist.out.find("gaussian|bernoulli|uniform|none") != std::string::npos);
     const Run unknown = run(data + "--epoch 3", log);
     CHECK(unknown.status == 2);
+    const Run every = run(data + "--checkpoint-every 8", log);
+    CHECK(every.status == 2);
+    CHECK(every.out.find("--checkpoint-every: expected --checkpoint PATH with it, found no "
+                         "--checkpoint") != std::string::npos);
+    // An output path that cannot be written is refused before any training.
+    const Run nowhere = run(
+        data + "--epochs 1 --batch 32 --save " + (dir.path / "no" / "m.safetensors").string(), log);
+    CHECK(nowhere.status == 2);
+    CHECK(nowhere.out.find("--save: expected a path in an existing directory") !=
+          std::string::npos);
+    CHECK(nowhere.out.find("epoch 1/1") == std::string::npos);
     const Run bad_device = run(data + "--device gpu", log);
     CHECK(bad_device.status == 2);
     CHECK(bad_device.out.find("cpu|cuda") != std::string::npos);
@@ -107,10 +118,15 @@ TEST_CASE("lenet5: sparse variational dropout on every layer reports KL and spar
   // stays near 0.86 after 3 epochs.
   const Run ok = run(data +
                          "--layer-kind svdo --var-layers 1,2,3,4 --epochs 3 --batch 32 --lr 0.003 "
-                         "--kl-warmup 1 --kl-beta 0.1 --samples 1,4 --eval-batch 64",
+                         "--kl-warmup 2 --kl-beta 0.1 --samples 1,4 --eval-batch 64",
                      log);
   INFO(ok.out);
   REQUIRE(ok.status == 0);
+  // The KL weight grows over the first 2 epochs (16 steps each): half of 0.1 after the first.
+  const size_t epoch1 = ok.out.find("epoch 1/3");
+  REQUIRE(epoch1 != std::string::npos);
+  CHECK(ok.out.substr(epoch1, ok.out.find('\n', epoch1) - epoch1).find("(weight 0.05)") !=
+        std::string::npos);
   CHECK(ok.out.find("SparseVDConv2d") != std::string::npos);
   CHECK(json_number(ok.out, "test_acc_4") > 0.9);
   CHECK(json_number(ok.out, "test_acc_mean") > 0.9);  // unlike a variance network
@@ -145,4 +161,25 @@ TEST_CASE("lenet5: sparse variational dropout on every layer reports KL and spar
   const Run unknown = run(data + "--layer-kind magic", log);
   CHECK(unknown.status == 2);
   CHECK(unknown.out.find("variance|gdo|vdo|svdo|dropout|deterministic") != std::string::npos);
+}
+
+TEST_CASE("lenet5: --train-limit, and a class that only the test set has", "[cli]") {
+  if (!std::getenv("VARNET_LENET5")) {
+    WARN("VARNET_LENET5 is not set: lenet5 CLI test skipped");
+    return;
+  }
+  TempDir dir("varnet_cli_limit_");
+  write_set(dir.path, "train", 512, 20, 5, 3);  // classes 0-2 only
+  write_set(dir.path, "t10k", 64, 20, 6);       // classes 0-3
+  const fs::path log = dir.path / "log.txt";
+  const Run r = run("--data " + dir.path.string() +
+                        " --train-limit 200 --epochs 1 --batch 32 --samples 1 --eval-batch 64",
+                    log);
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("train 200 images, test 64, 20x20, 4 classes") != std::string::npos);
+  // The network has an output for class 3 too: it is evaluated (and never right), not refused.
+  CHECK(r.out.find("fc2: Linear(500 -> 4)") != std::string::npos);
+  CHECK(json_number(r.out, "train_images") == 200);
+  CHECK(json_number(r.out, "test_acc_1") <= 0.75);
 }
