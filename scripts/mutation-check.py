@@ -154,7 +154,9 @@ def main():
         return m.get("programs", settings.get("programs", []))
     if args.list:
         for m in mutations:
-            print(f"{m['id']:18} {m['file']:28} {m['why']}  [{' '.join(targets_of(m))}]")
+            built = " ".join(programs_of(m))
+            print(f"{m['id']:18} {m['file']:28} {m['why']}  [{' '.join(targets_of(m))}"
+                  + (f"; rebuilds {built}]" if built else "]"))
         return 0
     if args.verify:
         ids = [m["id"] for m in mutations]
