@@ -47,6 +47,14 @@ void touch(const fs::path& p) {
   std::ofstream(p) << "an earlier checkpoint\n";
 }
 
+void check_start(const varnet::examples::RunStart& s, int64_t epoch, int64_t step, double loss,
+                 int64_t correct) {
+  CHECK(s.epoch == epoch);
+  CHECK(s.step == step);
+  CHECK(s.loss == loss);
+  CHECK(s.correct == correct);
+}
+
 std::string checkpoint_error(const fs::path& ckpt, const std::string& resume, bool overwrite) {
   return error_of(
       [&] { varnet::examples::check_checkpoint_path(ckpt.string(), resume, overwrite); });
@@ -110,35 +118,28 @@ TEST_CASE("save_run and resume_run: the position and the epoch's sums come back"
     CHECK(fresh.params() == net.params());
     return start;
   };
+  // Trains `steps` steps, then saves the run as after `done` steps of epoch e with these sums.
+  const auto save_after = [&](int steps, int64_t e, int64_t done, double loss, int64_t correct) {
+    train(trainer, steps);
+    varnet::examples::save_run(path, net, adam, trainer, config, 5, steps_per_epoch, e, done, loss,
+                               correct);
+  };
 
   SECTION("inside an epoch: its step, loss sum and correct count so far") {
-    train(trainer, 14);  // epoch 1, step 4
-    varnet::examples::save_run(path, net, adam, trainer, config, 5, steps_per_epoch, 1, 4, 2.75,
-                               17);
-    const varnet::examples::RunStart s = resumed(epochs);
-    CHECK(s.epoch == 1);
-    CHECK(s.step == 4);
-    CHECK(s.loss == 2.75);
-    CHECK(s.correct == 17);
+    save_after(14, 1, 4, 2.75, 17);  // epoch 1, step 4
+    check_start(resumed(epochs), 1, 4, 2.75, 17);
     // A shorter run does not reach that position.
     const std::string e = error_of([&] { resumed(1); });
     CHECK(
         has(e, "expected a position within 1 epoch of 10 steps, found step 14 (epoch 1, step 4)"));
   }
   SECTION("at an epoch's end: the next epoch, from its start, with fresh sums") {
-    train(trainer, 20);
-    varnet::examples::save_run(path, net, adam, trainer, config, 5, steps_per_epoch, 1, 10, 6.5,
-                               40);
-    const varnet::examples::RunStart s = resumed(epochs);
-    CHECK(s.epoch == 2);
-    CHECK(s.step == 0);
-    CHECK(s.loss == 0);
-    CHECK(s.correct == 0);
+    save_after(20, 1, 10, 6.5, 40);
+    check_start(resumed(epochs), 2, 0, 0, 0);
     CHECK(resumed(2).epoch == 2);  // a finished run of 2 epochs: only evaluation is left
   }
   SECTION("another run's settings or seed are refused") {
-    train(trainer, 3);
-    varnet::examples::save_run(path, net, adam, trainer, config, 5, steps_per_epoch, 0, 3, 1, 2);
+    save_after(3, 0, 3, 1, 2);
     Net other = small_net(2);
     Opt other_adam(other.params().size());
     Train other_trainer(other, other_adam, 1, 5);
