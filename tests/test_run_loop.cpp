@@ -158,6 +158,43 @@ TEST_CASE("save_run and resume_run: the position and the epoch's sums come back"
   }
 }
 
+TEST_CASE("train_resumable checkpoints every N training steps and at the end",
+          "[cli][checkpoint]") {
+  fixture::TempDir dir("varnet_run_loop_train_");
+  varnet::data::LabeledImages train;  // 12 items of 4 features: 3 steps of 4 per epoch
+  train.images = varnet::Tensor<float>(varnet::Shape(12, 4));
+  for (int64_t i = 0; i < train.images.numel(); ++i) train.images.data()[i] = float(i % 7) * 0.1f;
+  for (int i = 0; i < 12; ++i) train.labels.push_back(i % 3);
+  train.classes = 3;
+  train.source = "generated";
+  Net net = small_net(1);
+  Opt adam(net.params().size());
+  Train trainer(net, adam, 1, 5);
+  varnet::examples::LoopSettings s;
+  s.epochs = 2;
+  s.batch = 4;
+  s.seed = 5;
+  s.checkpoint = (dir.path / "run.ckpt").string();
+  s.checkpoint_every = 4;
+  int64_t prepared = 0;
+  varnet::examples::train_resumable(
+      net, adam, trainer, train, {{"model", "small"}}, varnet::examples::RunStart{}, s,
+      varnet::LinearDecay{1e-2, 6}, varnet::KlWarmup{},
+      [&](varnet::Tensor<float>&, const std::vector<int64_t>&, int64_t, uint32_t) { ++prepared; });
+  CHECK(prepared == 6);
+  CHECK(trainer.steps() == 6u);
+  // Training step 4 is epoch 1's first; the end is epoch 2 (of 2) at step 0: done.
+  const varnet::CheckpointInfo end = varnet::read_checkpoint(s.checkpoint).info;
+  CHECK(end.step == 6u);
+  CHECK(end.epoch == 2);
+  CHECK(end.step_in_epoch == 0);
+  const varnet::CheckpointInfo before =
+      varnet::read_checkpoint(varnet::previous_checkpoint_path(s.checkpoint)).info;
+  CHECK(before.step == 4u);
+  CHECK(before.epoch == 1);
+  CHECK(before.step_in_epoch == 1);
+}
+
 TEST_CASE("evaluate_report_by: mean propagation, each ensemble size, and batch statistics",
           "[cli]") {
   std::vector<varnet::EnsembleOptions> calls;
