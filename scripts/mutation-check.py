@@ -206,15 +206,14 @@ def main():
         return ["ctest", "--test-dir", build, "-R", f"^({names})$", "--output-on-failure",
                 "--timeout", f"{args.timeout:.0f}"]
 
-    if by_ctest:
-        # A test name that matches no ctest test would run nothing and pass.
-        listed = subprocess.run(ctest_cmd(all_targets) + ["-N"], capture_output=True,
+    def run_by_ctest(out, targets):
+        # A test name that matches no ctest test would run nothing and pass. (Checked after the
+        # build, which reconfigures when a test file was added.)
+        listed = subprocess.run(ctest_cmd(targets) + ["-N"], capture_output=True,
                                 text=True).stdout
-        missing = [t for t in all_targets if f": {t}\n" not in listed]
+        missing = [t for t in targets if f": {t}\n" not in listed]
         if missing:
             die(f"{', '.join(missing)}: no such ctest test in {args.build}")
-
-    def run_by_ctest(out, targets):
         out.write(f"\n==== ctest {' '.join(targets)}\n")
         out.flush()
         try:
