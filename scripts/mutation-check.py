@@ -207,8 +207,7 @@ def main():
                 "--timeout", f"{args.timeout:.0f}"]
 
     def run_by_ctest(out, targets):
-        # A test name that matches no ctest test would run nothing and pass. (Checked after the
-        # build, which reconfigures when a test file was added.)
+        # A test name that matches no ctest test would run nothing and pass.
         listed = subprocess.run(ctest_cmd(targets) + ["-N"], capture_output=True,
                                 text=True).stdout
         missing = [t for t in targets if f": {t}\n" not in listed]
@@ -255,8 +254,12 @@ def main():
             return 0
 
     # The unmutated sources first: a target that does not build, or tests that already fail,
-    # would make every mutation look caught.
+    # would make every mutation look caught. Configured again first, so that a test file added
+    # since the build directory was configured is a target.
     baseline_log = os.path.join(log_dir, "baseline.log")
+    with open(baseline_log, "w") as out:
+        if subprocess.run(["cmake", build], stdout=out, stderr=subprocess.STDOUT).returncode:
+            die(f"cmake {args.build} failed (see {baseline_log})")
     rc = build_and_run(baseline_log, all_targets, all_programs)
     if rc is None:
         print(f"mutation-check: {' '.join(all_targets)} do not build in {args.build} without "
