@@ -36,6 +36,11 @@ runs through ctest ("run": "ctest" in the list):
 
   scripts/mutation-check.py --mutations tests/mutations_cli.json
 
+as has the list for what the evaluation examples (zero_mean, curvature, adversarial, toy_blobs)
+compute and write, against their CLI tests and the zero-mean conversion's unit test:
+
+  scripts/mutation-check.py --mutations tests/mutations_examples.json
+
 Each mutation costs a rebuild of the target (about a minute for test_emulated_kernels on two
 cores) and a run. The files are restored however the script ends (short of SIGKILL); it refuses
 to start when a file it would mutate has uncommitted changes. While it runs, the working tree

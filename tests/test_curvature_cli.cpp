@@ -3,10 +3,14 @@
 // CSVs and PNG; bad arguments and existing outputs exit with status 2. The executable's path
 // comes from VARNET_CURVATURE (set by CMake); without it the test is skipped with a warning.
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "catch.hpp"
 #include "mnist_fixture.hpp"
@@ -19,6 +23,85 @@ using fixture::Run;
 
 Run run(const std::string& args, const fs::path& log) {
   return fixture::run_program("VARNET_CURVATURE", args, log);
+}
+
+struct Point {
+  std::string order;
+  int step;
+  double fraction_random, accuracy;
+};
+
+// The rows of curvature.csv (order,step,fraction_random,accuracy).
+std::vector<Point> read_points(const fs::path& p) {
+  std::ifstream in(p);
+  std::string line;
+  std::getline(in, line);
+  std::vector<Point> out;
+  while (std::getline(in, line)) {
+    std::istringstream row(line);
+    Point pt;
+    std::string step, fraction, acc;
+    std::getline(row, pt.order, ',');
+    std::getline(row, step, ',');
+    std::getline(row, fraction, ',');
+    std::getline(row, acc, ',');
+    pt.step = std::stoi(step);
+    pt.fraction_random = std::stod(fraction);
+    pt.accuracy = std::stod(acc);
+    out.push_back(pt);
+  }
+  return out;
+}
+
+struct GroupRow {
+  std::string layer;
+  int64_t weights;
+  double hutchinson, fisher;
+};
+
+// The rows of curvature_layers.csv (layer,group,weights,dl_hutchinson,dl_fisher).
+std::vector<GroupRow> read_groups(const fs::path& p) {
+  std::ifstream in(p);
+  std::string line;
+  std::getline(in, line);
+  std::vector<GroupRow> out;
+  while (std::getline(in, line)) {
+    std::istringstream row(line);
+    std::string group, weights, h, f;
+    GroupRow g;
+    std::getline(row, g.layer, ',');
+    std::getline(row, group, ',');
+    std::getline(row, weights, ',');
+    std::getline(row, h, ',');
+    std::getline(row, f, ',');
+    g.weights = std::stoll(weights);
+    g.hutchinson = std::stod(h);
+    g.fisher = std::stod(f);
+    out.push_back(g);
+  }
+  return out;
+}
+
+// The fraction of weights still random at each of `steps` + 1 points when the groups are made
+// deterministic in order of increasing |criterion| (the order the example must follow): at point
+// s, groups are added until at least s / steps of the weights are deterministic.
+std::vector<double> expected_fractions(const std::vector<GroupRow>& groups,
+                                       double GroupRow::*criterion, int steps) {
+  std::vector<size_t> order(groups.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::abs(groups[a].*criterion) < std::abs(groups[b].*criterion);
+  });
+  int64_t total = 0, done = 0;
+  for (const auto& g : groups) total += g.weights;
+  std::vector<double> out;
+  size_t next = 0;
+  for (int s = 0; s <= steps; ++s) {
+    while (next < order.size() && double(done) < double(total) * s / steps)
+      done += groups[order[next++]].weights;
+    out.push_back(1.0 - double(done) / double(total));
+  }
+  return out;
 }
 
 }  // namespace
@@ -52,6 +135,42 @@ TEST_CASE("curvature: ranks groups, walks the orders, writes table, CSVs and plo
   const std::string groups = fixture::read_file(out / "curvature_layers.csv");
   CHECK(std::count(groups.begin(), groups.end(), '\n') == 1 + 20 + 50);
   CHECK(fs::file_size(out / "curvature.png") > 1000);
+  CHECK(ok.out.find("criterion conv1  on 32 images") != std::string::npos);  // --curv-examples
+
+  // Every walk starts from the same trained variance network, all of it random, and the group
+  // walks end with every weight at its expectation, 0: the network's output no longer depends
+  // on the image, and every test image (8 of each of the 4 classes) gets the same class.
+  const std::vector<Point> pts = read_points(out / "curvature.csv");
+  std::map<std::string, std::vector<Point>> walks;
+  for (const Point& p : pts) walks[p.order].push_back(p);
+  REQUIRE(walks.size() == 4);
+  const double start = walks["random"].front().accuracy;
+  CHECK(start >= 0.5);
+  for (const auto& [order, w] : walks) {
+    INFO("order " << order);
+    CHECK(w.front().step == 0);
+    CHECK(w.front().fraction_random == 1);
+    CHECK(w.front().accuracy == start);
+    CHECK(w.back().fraction_random == 0);
+    CHECK(w.back().accuracy == 0.25);
+  }
+  // The groups go in order of increasing |dL| of their criterion: the fractions of weights
+  // still random follow from curvature_layers.csv (groups of 25 and 500 weights).
+  const std::vector<GroupRow> rows = read_groups(out / "curvature_layers.csv");
+  for (const auto& [order, criterion] :
+       {std::pair{"hutchinson", &GroupRow::hutchinson}, std::pair{"fisher", &GroupRow::fisher}}) {
+    INFO("order " << order);
+    const std::vector<double> expected = expected_fractions(rows, criterion, 4);
+    REQUIRE(walks[order].size() == expected.size());
+    for (size_t s = 0; s < expected.size(); ++s)
+      CHECK(walks[order][s].fraction_random == Approx(expected[s]).margin(1e-5));
+  }
+  // Whole layers go in order of increasing |dL Hutchinson|: the layer made deterministic first
+  // is the one whose groups' criteria sum to less.
+  double sum_conv1 = 0, sum_conv2 = 0;
+  for (const auto& g : rows) (g.layer == "conv1" ? sum_conv1 : sum_conv2) += g.hutchinson;
+  const std::string first = std::abs(sum_conv1) < std::abs(sum_conv2) ? "conv1" : "conv2";
+  CHECK(ok.out.find("order layers     step  1  " + first) != std::string::npos);
 
   const Run again = run(common, log);
   CHECK(again.status == 2);

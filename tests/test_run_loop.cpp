@@ -11,6 +11,7 @@
 
 #include "../examples/common/resumable.hpp"
 #include "../examples/common/run_loop.hpp"
+#include "../examples/common/training.hpp"
 #include "catch.hpp"
 #include "errors.hpp"
 #include "mnist_fixture.hpp"
@@ -229,4 +230,31 @@ TEST_CASE("evaluate_report_by: mean propagation, each ensemble size, and batch s
   CHECK(has(json, "\"test_acc_1\":0.501,\"test_nll_1\":1,"));
   CHECK(has(json, "\"test_acc_4\":0.504,\"test_nll_4\":0.25,"));
   CHECK(has(json, "\"test_acc_10_batchstats\":0.71,\"test_nll_10_batchstats\":0.1"));
+}
+
+TEST_CASE("train_epoch: whole batches only, and the KL weight beta(step) / N", "[cli]") {
+  varnet::data::LabeledImages train;  // 14 items of 4 features: 3 whole batches of 4
+  train.images = varnet::Tensor<float>(varnet::Shape(14, 4));
+  for (int64_t i = 0; i < train.images.numel(); ++i) train.images.data()[i] = float(i % 7) * 0.1f;
+  for (int i = 0; i < 14; ++i) train.labels.push_back(i % 3);
+  train.classes = 3;
+  train.source = "generated";
+  Net net = small_net(1);
+  Opt adam(net.params().size());
+  Train trainer(net, adam, 1, 5);
+  const varnet::KlWarmup beta{0.5, 4};
+  const varnet::examples::EpochResult r =
+      varnet::examples::train_epoch(trainer, train, 5, 0, 4, varnet::LinearDecay{1e-2, 6}, &beta);
+  CHECK(trainer.steps() == 3u);
+  CHECK(r.images == 12);
+  CHECK(r.accuracy * 12 == Approx(std::round(r.accuracy * 12)));
+  // The weight of the last step (step 2 of a 4-step warm-up to 0.5), over N = 14.
+  CHECK(trainer.kl_weight() == Approx(0.5 * 2.0 / 4.0 / 14.0));
+  // A second epoch goes on from the trainer's step count: the warm-up ends at step 4.
+  varnet::examples::train_epoch(trainer, train, 5, 1, 4, varnet::LinearDecay{1e-2, 6}, &beta);
+  CHECK(trainer.kl_weight() == Approx(0.5 / 14.0));
+  const std::string big = error_of([&] {
+    varnet::examples::train_epoch(trainer, train, 5, 2, 15, varnet::LinearDecay{1e-2, 6}, &beta);
+  });
+  CHECK(has(big, "train_epoch: expected a batch size of at most 14, found 15"));
 }

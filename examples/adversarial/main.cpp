@@ -203,8 +203,11 @@ std::vector<Row> sweep(varnet::Network<T>& net, const std::string& model,
       const varnet::EnsembleResult r =
           eps > 0 ? varnet::evaluate_ensemble(net, varnet::attack_dataset(net, test, kind, ao), eo)
                   : *clean;
-      std::printf("%-13s %-4s epsilon %-5g accuracy %.4f  nll %.4f\n", model.c_str(),
+      std::printf("%-13s %-4s epsilon %-5g accuracy %.4f  nll %.4f", model.c_str(),
                   varnet::to_string(kind), eps, r.accuracy, r.nll);
+      if (kind == varnet::AttackKind::pgd && eps > 0)
+        std::printf("  (%d steps of %g from a random start)", ao.iterations, ao.step);
+      std::printf("\n");
       std::fflush(stdout);
       rows.push_back({model, varnet::to_string(kind), eps, r.accuracy, r.nll});
     }

@@ -176,8 +176,9 @@ std::vector<RandomLayer> estimate(varnet::Network<T>& net, const varnet::data::L
     net.set_mode_override(r.name, varnet::PredictMode::mean);
     r.measured = sample_loss(net, sub, c.train.seed) - random_loss;
     net.set_mode_override(r.name, std::nullopt);
-    std::printf("criterion %-6s dL Hutchinson %.4g  Fisher %.4g  measured %.4g\n", r.name.c_str(),
-                r.est.delta_hutchinson, r.est.delta_fisher, r.measured);
+    std::printf("criterion %-6s on %lld images  dL Hutchinson %.4g  Fisher %.4g  measured %.4g\n",
+                r.name.c_str(), (long long)sub.images.shape().n, r.est.delta_hutchinson,
+                r.est.delta_fisher, r.measured);
     std::fflush(stdout);
     out.push_back(std::move(r));
   }

@@ -25,6 +25,7 @@
 #include "../common/cli.hpp"
 #include "../common/plot.hpp"
 #include "../common/training.hpp"
+#include "convert.hpp"
 #include "varnet/varnet.hpp"
 
 namespace {
@@ -172,26 +173,6 @@ void train(varnet::Network<T>& net, const varnet::data::LabeledImages& train_set
   }
 }
 
-// The zero-mean network: the converted layers' sigma = sqrt(alpha) |theta|, every other tensor
-// copied by name.
-void convert(varnet::Network<T>& from, varnet::Network<T>& to) {
-  for (const auto& e : to.table().entries()) {
-    T* dst = to.find(e.name);
-    const int64_t n = e.shape.numel();
-    const std::string suffix = ".sigma";
-    if (e.name.size() > suffix.size() &&
-        e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
-      const std::string layer = e.name.substr(0, e.name.size() - suffix.size());
-      const T* theta = from.find(layer + ".theta");
-      const double sd = std::exp(0.5 * log_alpha_of(from, layer));
-      for (int64_t i = 0; i < n; ++i) dst[i] = T(sd * std::abs(double(theta[i])));
-    } else {
-      const T* src = from.find(e.name);
-      std::copy(src, src + n, dst);
-    }
-  }
-}
-
 // log_alpha.csv and log_alpha.png: each layer's log alpha per epoch; the epochs after
 // `vdo_epochs` are the learned-mean network's continuation (phase 3 (a)).
 void write_trajectory(const Config& c, const std::vector<std::vector<double>>& trajectory,
@@ -262,7 +243,7 @@ int run(const Config& c) {
   std::cout << "layers with log alpha > " << c.large_log_alpha << ": "
             << (converted.empty() ? "none" : converted) << "\n";
   varnet::Network<T> b = build(c, kinds, in, classes);
-  convert(a, b);
+  varnet::examples::convert_to_zero_mean(a, b);
 
   const Measured a0 = measure(a, d, c), b0 = measure(b, d, c);
 
