@@ -72,6 +72,16 @@ void write_set(const fs::path& dir, const std::string& prefix, int n, int side, 
   write_gz(dir / (prefix + "-labels-idx1-ubyte.gz"), lab);
 }
 
+// The comma-separated fields of one CSV line (no quoting: the examples write none).
+inline std::vector<std::string> csv_fields(const std::string& line) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t comma; (comma = line.find(',', start)) != std::string::npos; start = comma + 1)
+    out.push_back(line.substr(start, comma - start));
+  out.push_back(line.substr(start));
+  return out;
+}
+
 inline std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -31,24 +30,22 @@ struct Point {
   double fraction_random, accuracy;
 };
 
-// The rows of curvature.csv (order,step,fraction_random,accuracy).
-std::vector<Point> read_points(const fs::path& p) {
+// The rows of a CSV file after its header, split into fields.
+std::vector<std::vector<std::string>> csv_rows(const fs::path& p) {
   std::ifstream in(p);
   std::string line;
   std::getline(in, line);
+  std::vector<std::vector<std::string>> out;
+  while (std::getline(in, line)) out.push_back(fixture::csv_fields(line));
+  return out;
+}
+
+// curvature.csv: order,step,fraction_random,accuracy.
+std::vector<Point> read_points(const fs::path& p) {
   std::vector<Point> out;
-  while (std::getline(in, line)) {
-    std::istringstream row(line);
-    Point pt;
-    std::string step, fraction, acc;
-    std::getline(row, pt.order, ',');
-    std::getline(row, step, ',');
-    std::getline(row, fraction, ',');
-    std::getline(row, acc, ',');
-    pt.step = std::stoi(step);
-    pt.fraction_random = std::stod(fraction);
-    pt.accuracy = std::stod(acc);
-    out.push_back(pt);
+  for (const auto& f : csv_rows(p)) {
+    REQUIRE(f.size() == 4);
+    out.push_back({f[0], std::stoi(f[1]), std::stod(f[2]), std::stod(f[3])});
   }
   return out;
 }
@@ -59,25 +56,12 @@ struct GroupRow {
   double hutchinson, fisher;
 };
 
-// The rows of curvature_layers.csv (layer,group,weights,dl_hutchinson,dl_fisher).
+// curvature_layers.csv: layer,group,weights,dl_hutchinson,dl_fisher.
 std::vector<GroupRow> read_groups(const fs::path& p) {
-  std::ifstream in(p);
-  std::string line;
-  std::getline(in, line);
   std::vector<GroupRow> out;
-  while (std::getline(in, line)) {
-    std::istringstream row(line);
-    std::string group, weights, h, f;
-    GroupRow g;
-    std::getline(row, g.layer, ',');
-    std::getline(row, group, ',');
-    std::getline(row, weights, ',');
-    std::getline(row, h, ',');
-    std::getline(row, f, ',');
-    g.weights = std::stoll(weights);
-    g.hutchinson = std::stod(h);
-    g.fisher = std::stod(f);
-    out.push_back(g);
+  for (const auto& f : csv_rows(p)) {
+    REQUIRE(f.size() == 5);
+    out.push_back({f[0], std::stoll(f[2]), std::stod(f[3]), std::stod(f[4])});
   }
   return out;
 }

@@ -44,6 +44,17 @@ void train(Train& t, int steps) {
   for (int i = 0; i < steps; ++i) t.step(x.view(), y.data(), 1e-2);
 }
 
+// n items of 4 features, classes 0-2 in turn.
+varnet::data::LabeledImages generated(int n) {
+  varnet::data::LabeledImages d;
+  d.images = varnet::Tensor<float>(varnet::Shape(n, 4));
+  for (int64_t i = 0; i < d.images.numel(); ++i) d.images.data()[i] = float(i % 7) * 0.1f;
+  for (int i = 0; i < n; ++i) d.labels.push_back(i % 3);
+  d.classes = 3;
+  d.source = "generated";
+  return d;
+}
+
 void touch(const fs::path& p) {
   std::ofstream(p) << "an earlier checkpoint\n";
 }
@@ -162,12 +173,7 @@ TEST_CASE("save_run and resume_run: the position and the epoch's sums come back"
 TEST_CASE("train_resumable checkpoints every N training steps and at the end",
           "[cli][checkpoint]") {
   fixture::TempDir dir("varnet_run_loop_train_");
-  varnet::data::LabeledImages train;  // 12 items of 4 features: 3 steps of 4 per epoch
-  train.images = varnet::Tensor<float>(varnet::Shape(12, 4));
-  for (int64_t i = 0; i < train.images.numel(); ++i) train.images.data()[i] = float(i % 7) * 0.1f;
-  for (int i = 0; i < 12; ++i) train.labels.push_back(i % 3);
-  train.classes = 3;
-  train.source = "generated";
+  const varnet::data::LabeledImages train = generated(12);  // 3 steps of 4 per epoch
   Net net = small_net(1);
   Opt adam(net.params().size());
   Train trainer(net, adam, 1, 5);
@@ -233,12 +239,7 @@ TEST_CASE("evaluate_report_by: mean propagation, each ensemble size, and batch s
 }
 
 TEST_CASE("train_epoch: whole batches only, and the KL weight beta(step) / N", "[cli]") {
-  varnet::data::LabeledImages train;  // 14 items of 4 features: 3 whole batches of 4
-  train.images = varnet::Tensor<float>(varnet::Shape(14, 4));
-  for (int64_t i = 0; i < train.images.numel(); ++i) train.images.data()[i] = float(i % 7) * 0.1f;
-  for (int i = 0; i < 14; ++i) train.labels.push_back(i % 3);
-  train.classes = 3;
-  train.source = "generated";
+  const varnet::data::LabeledImages train = generated(14);  // 3 whole batches of 4
   Net net = small_net(1);
   Opt adam(net.params().size());
   Train trainer(net, adam, 1, 5);

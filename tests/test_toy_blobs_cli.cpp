@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -90,15 +89,11 @@ TEST_CASE("toy_blobs: mean propagation at chance, ensembles accurate, spread car
   double square_sum[4] = {}, count[4] = {};
   int rows = 0, resampled = 0;
   while (std::getline(in, line)) {
-    std::istringstream row(line);
-    std::string cls, point, sample, a1, a2;
-    std::getline(row, cls, ',');
-    std::getline(row, point, ',');
-    std::getline(row, sample, ',');
-    std::getline(row, a1, ',');
-    std::getline(row, a2, ',');
-    const int c = std::stoi(cls), i = std::stoi(point);
-    const std::pair<double, double> a{std::stod(a1), std::stod(a2)};
+    const std::vector<std::string> f = fixture::csv_fields(line);
+    REQUIRE(f.size() == 5);
+    const int c = std::stoi(f[0]), i = std::stoi(f[1]);
+    const std::string& sample = f[2];
+    const std::pair<double, double> a{std::stod(f[3]), std::stod(f[4])};
     REQUIRE(c == i % 4);
     ++rows;
     square_sum[c] += a.first * a.first + a.second * a.second;
