@@ -108,6 +108,40 @@ TEST_CASE(
   CHECK(ok.out.find("\"augment\":false") != std::string::npos);
   CHECK(json_number(ok.out, "test_images") == 16);
 
+  // The flags reach the network: width, weight distribution and parameterization (the summary),
+  // Adam's beta1 (the checkpoint's optimizer settings); --dist none leaves no variance layer.
+  const std::string quick = data +
+                            "--width 0.125 --epochs 1 --batch 32 --augment off --samples 2 "
+                            "--test-limit 16 --eval-batch 16 ";
+  const fs::path opts_ckpt = dir.path / "opts.ckpt";
+  const Run opts = run(quick +
+                           "--var-layers 12,14 --dist bernoulli --param log_sigma2 --beta1 0.8 "
+                           "--checkpoint " +
+                           opts_ckpt.string(),
+                       log);
+  INFO(opts.out);
+  REQUIRE(opts.status == 0);
+  CHECK(opts.out.find(
+            "conv12: VarianceConv2d(64 -> 64, 3x3, stride 1, pad 1), bernoulli, log_sigma2") !=
+        std::string::npos);
+  CHECK(opts.out.find("fc1: VarianceLinear(64 -> 64, bernoulli, log_sigma2)") != std::string::npos);
+  CHECK(std::stod(varnet::read_checkpoint(opts_ckpt.string()).info.config.at("optimizer.beta1")) ==
+        Approx(0.8));
+  const Run none = run(quick + "--dist none", log);
+  INFO(none.out);
+  REQUIRE(none.status == 0);
+  CHECK(none.out.find("Variance") == std::string::npos);
+  // Variational dropout: the KL weight warms up over --kl-warmup epochs (half of it after the
+  // first of 2), and --alpha-lr-scale 0 keeps every log alpha at its initial -5.
+  const Run vdo = run(quick + "--layer-kind vdo --kl-warmup 2 --alpha-lr-scale 0", log);
+  INFO(vdo.out);
+  REQUIRE(vdo.status == 0);
+  CHECK(vdo.out.find("(weight 0.5)") != std::string::npos);
+  for (const char* layer : {"conv11", "conv12", "conv13"})
+    CHECK(vdo.out.find(std::string(layer) +
+                       "   VariationalDropoutConv2d       36864         -5.000") !=
+          std::string::npos);
+
   // --device cuda takes every layer kind, with a checkpoint, where there is a GPU; it is refused
   // cleanly elsewhere.
   const fs::path gpu_ckpt = dir.path / "gpu.ckpt";
