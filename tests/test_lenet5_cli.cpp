@@ -29,6 +29,18 @@ Run run(const std::string& args, const fs::path& log) {
   return fixture::run_program("VARNET_LENET5", args, log);
 }
 
+// The summary line of layer `name` ("  conv1: VarianceConv2d(...) -> ..."), or "" when absent.
+std::string summary_line(const std::string& out, const std::string& name) {
+  const size_t at = out.find("\n  " + name + ": ");
+  return at == std::string::npos ? "" : out.substr(at + 3, out.find('\n', at + 1) - at - 3);
+}
+
+// The "epoch E/N  loss ..." progress line, or "" when absent.
+std::string epoch_line(const std::string& out, const std::string& epoch) {
+  const size_t at = out.find("epoch " + epoch + "  loss");
+  return at == std::string::npos ? "" : out.substr(at, out.find('\n', at) - at);
+}
+
 }  // namespace
 
 TEST_CASE("lenet5: trains on generated MNIST-format data, saves, rejects bad input", "[cli]") {
@@ -116,9 +128,11 @@ TEST_CASE("lenet5: sparse variational dropout on every layer reports KL and spar
   const std::string data = "--data " + dir.path.string() + " ";
   // beta = 0.1: with 512 training images the full KL (beta = 1) prunes so hard that accuracy
   // stays near 0.86 after 3 epochs.
+  const fs::path model = dir.path / "svdo.safetensors";
   const Run ok = run(data +
                          "--layer-kind svdo --var-layers 1,2,3,4 --epochs 3 --batch 32 --lr 0.003 "
-                         "--kl-warmup 2 --kl-beta 0.1 --samples 1,4 --eval-batch 64",
+                         "--kl-warmup 2 --kl-beta 0.1 --samples 1,4 --eval-batch 64 --save " +
+                         model.string(),
                      log);
   INFO(ok.out);
   REQUIRE(ok.status == 0);
@@ -133,6 +147,13 @@ TEST_CASE("lenet5: sparse variational dropout on every layer reports KL and spar
   CHECK(json_number(ok.out, "kl") > 0);
   CHECK(json_number(ok.out, "compression") >= 1);
   CHECK(ok.out.find("\"frac_log_alpha_above_threshold\":") != std::string::npos);
+  // The JSON line and the saved model's metadata report the run's settings.
+  CHECK(json_number(ok.out, "kl_beta") == 0.1);
+  CHECK(json_number(ok.out, "kl_warmup") == 2);
+  CHECK(json_number(ok.out, "threshold") == 3);
+  const auto meta = varnet::load_safetensors(model.string()).metadata;
+  CHECK(meta.at("layer_kind") == "svdo");
+  CHECK(meta.at("var_layers") == "[1,2,3,4]");
 
   // The same run on the GPU where there is one (the baselines' layers, the KL warm-up and the
   // log alphas' learning-rate scale on the device), refused cleanly elsewhere.
@@ -182,4 +203,102 @@ TEST_CASE("lenet5: --train-limit, and a class that only the test set has", "[cli
   CHECK(r.out.find("fc2: Linear(500 -> 4)") != std::string::npos);
   CHECK(json_number(r.out, "train_images") == 200);
   CHECK(json_number(r.out, "test_acc_1") <= 0.75);
+}
+
+TEST_CASE("lenet5: the flags reach the network, the optimizer and the schedule", "[cli]") {
+  if (!std::getenv("VARNET_LENET5")) {
+    WARN("VARNET_LENET5 is not set: lenet5 CLI test skipped");
+    return;
+  }
+  TempDir dir("varnet_cli_flags_");
+  write_set(dir.path, "train", 512, 20, 7);  // 16 steps an epoch at batch 32
+  write_set(dir.path, "t10k", 128, 20, 8);   // 32 images of each of the 4 classes
+  const fs::path log = dir.path / "log.txt";
+  const std::string common = "--data " + dir.path.string() +
+                             " --batch 32 --lr 0.003 --seed 5 --samples 1 --eval-batch 64 ";
+
+  // The weight distribution and parameterization of the chosen layers (the summary).
+  const Run opts =
+      run(common + "--epochs 1 --var-layers 1,3 --dist bernoulli --param log_sigma2", log);
+  INFO(opts.out);
+  REQUIRE(opts.status == 0);
+  for (const char* layer : {"conv1", "fc1"}) {
+    CHECK(summary_line(opts.out, layer).find("Variance") != std::string::npos);
+    CHECK(summary_line(opts.out, layer).find("bernoulli, log_sigma2") != std::string::npos);
+  }
+  CHECK(summary_line(opts.out, "conv2").rfind("conv2: Conv2d(", 0) == 0);
+  CHECK(opts.out.find("\"var_layers\":[1,3],\"dist\":\"bernoulli\",\"param\":\"log_sigma2\"") !=
+        std::string::npos);
+
+  // --dist none: the deterministic twin, without a variance layer.
+  const Run none = run(common + "--epochs 1 --dist none", log);
+  INFO(none.out);
+  REQUIRE(none.status == 0);
+  CHECK(none.out.find("Variance") == std::string::npos);
+  CHECK(none.out.find("\"var_layers\":[]") != std::string::npos);
+
+  // The baselines' own settings: Gaussian dropout's alpha, binary dropout's p.
+  const Run gdo = run(common + "--epochs 1 --layer-kind gdo --alpha 0.25 --var-layers 2", log);
+  INFO(gdo.out);
+  REQUIRE(gdo.status == 0);
+  CHECK(summary_line(gdo.out, "conv2").find("alpha 0.25") != std::string::npos);
+  const Run drop = run(common + "--epochs 1 --layer-kind dropout --dropout-p 0.25", log);
+  INFO(drop.out);
+  REQUIRE(drop.status == 0);
+  CHECK(drop.out.find("Dropout(p = 0.25)") != std::string::npos);
+
+  // --alpha-lr-scale 0 freezes variational dropout's log alphas at their initial -5 (the KL
+  // term alone would raise them: test_adversarial_cli).
+  const Run vdo =
+      run(common + "--epochs 1 --layer-kind vdo --var-layers 1,2 --alpha-lr-scale 0", log);
+  INFO(vdo.out);
+  REQUIRE(vdo.status == 0);
+  CHECK(json_number(vdo.out, "mean_log_alpha") == -5);
+
+  // --threshold reaches the sparse layers: at -20 mean propagation prunes every weight, so the
+  // logits are fc2's bias alone and one class is predicted for all (32 of 128 right), while the
+  // sampled networks predict (0.67 here; mean propagation 0.53 at the default threshold 3).
+  const Run pruned = run(common +
+                             "--epochs 1 --layer-kind svdo --var-layers 1,2,3,4 --kl-beta 0.1 "
+                             "--threshold -20",
+                         log);
+  INFO(pruned.out);
+  REQUIRE(pruned.status == 0);
+  CHECK(summary_line(pruned.out, "conv1").find("pruned at log alpha > -20") != std::string::npos);
+  CHECK(json_number(pruned.out, "test_acc_mean") == 0.25);
+  CHECK(json_number(pruned.out, "test_acc_1") > 0.5);
+
+  // The learning rate decays to 0 over the whole run, not the first epoch: the weights still move
+  // between the checkpoint at step 24 (in epoch 2) and the end (step 32).
+  const fs::path ckpt = dir.path / "run.ckpt";
+  const Run two =
+      run(common + "--epochs 2 --checkpoint " + ckpt.string() + " --checkpoint-every 12", log);
+  INFO(two.out);
+  REQUIRE(two.status == 0);
+  const varnet::CheckpointFile at24 = varnet::read_checkpoint(ckpt.string() + ".prev");
+  const varnet::CheckpointFile at32 = varnet::read_checkpoint(ckpt.string());
+  REQUIRE(at24.info.step == 24);
+  REQUIRE(at32.info.step == 32);
+  for (const char* name : {"conv1.sigma", "fc2.weight"}) {
+    INFO(name);
+    REQUIRE(at24.file.find(name) != nullptr);
+    CHECK(at24.file.find(name)->bytes != at32.file.find(name)->bytes);
+  }
+
+  // --train-samples: two samples a step train another network than one, from the same seed.
+  const Run k2 = run(common + "--epochs 2 --train-samples 2", log);
+  INFO(k2.out);
+  REQUIRE(k2.status == 0);
+  REQUIRE(!epoch_line(two.out, "1/2").empty());
+  // "epoch 1/2  loss L  train acc A" (the speed after it differs from run to run).
+  const auto loss_of = [](const std::string& line) {
+    return line.substr(0, line.find("  ", line.find("train acc ") + 10));
+  };
+  CHECK(loss_of(epoch_line(k2.out, "1/2")) != loss_of(epoch_line(two.out, "1/2")));
+
+  // A batch larger than the training set is refused by name before training.
+  const Run big = run("--data " + dir.path.string() + " --epochs 1 --batch 1024", log);
+  CHECK(big.status == 2);
+  CHECK(big.out.find("--batch: expected at most the training set size 512, found 1024") !=
+        std::string::npos);
 }

@@ -187,7 +187,8 @@ TEST_CASE("lenet5: killed in epoch 2 and resumed, it ends bit-identical to a str
   {  // a resume with other settings is refused, naming them
     const std::string other = "--data " + dir.path.string() +
                               " --epochs 2 --batch 16 --lr 0.001 --seed 3 --samples 1 "
-                              "--eval-batch 64 --train-samples 2 --resume " +
+                              "--eval-batch 64 --train-samples 1 --kl-beta 2 --dist bernoulli "
+                              "--resume " +
                               ckpt.string();
     const Run c = run(other, log);
     INFO(c.out);
@@ -195,6 +196,12 @@ TEST_CASE("lenet5: killed in epoch 2 and resumed, it ends bit-identical to a str
     CHECK(c.out.find("expected a checkpoint of a run configured as this one") != std::string::npos);
     CHECK(c.out.find("batch \"8\" in the checkpoint, \"16\" in this run") != std::string::npos);
     CHECK(c.out.find("lr \"0.0030000000000000001\" in the checkpoint, \"0.001") !=
+          std::string::npos);
+    // Settings that leave the tensors as they are, so that only this comparison can tell.
+    CHECK(c.out.find("train_samples \"2\" in the checkpoint, \"1\" in this run") !=
+          std::string::npos);
+    CHECK(c.out.find("kl_beta \"1\" in the checkpoint, \"2\" in this run") != std::string::npos);
+    CHECK(c.out.find("dist \"gaussian\" in the checkpoint, \"bernoulli\" in this run") !=
           std::string::npos);
     const Run missing = run(common + "--resume " + (dir.path / "none.ckpt").string(), log);
     CHECK(missing.status == 2);

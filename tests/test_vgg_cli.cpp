@@ -142,6 +142,25 @@ TEST_CASE(
                        "   VariationalDropoutConv2d       36864         -5.000") !=
           std::string::npos);
 
+  // Sparse variational dropout prunes at --threshold; --train-samples 2 trains another network
+  // than one sample a step from the same seed ("epoch 1/1  loss L  train acc A" differs).
+  const Run svdo = run(quick + "--layer-kind svdo --threshold -20", log);
+  INFO(svdo.out);
+  REQUIRE(svdo.status == 0);
+  CHECK(svdo.out.find("conv13: SparseVDConv2d(64 -> 64, 3x3, stride 1, pad 1), pruned at log "
+                      "alpha > -20") != std::string::npos);
+  const Run k1 = run(quick, log), k2 = run(quick + "--train-samples 2", log);
+  REQUIRE(k1.status == 0);
+  REQUIRE(k2.status == 0);
+  const auto loss_line = [](const std::string& out) {
+    const size_t at = out.find("epoch 1/1  loss");
+    return at == std::string::npos
+               ? std::string()
+               : out.substr(at, out.find("  ", out.find("train acc ", at) + 10) - at);
+  };
+  REQUIRE(!loss_line(k1.out).empty());
+  CHECK(loss_line(k1.out) != loss_line(k2.out));
+
   // --device cuda takes every layer kind, with a checkpoint, where there is a GPU; it is refused
   // cleanly elsewhere.
   const fs::path gpu_ckpt = dir.path / "gpu.ckpt";

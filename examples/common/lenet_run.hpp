@@ -1,6 +1,6 @@
-// What the evaluation examples (adversarial, curvature) share: reading MNIST-format data with
-// limits, refusing to overwrite earlier outputs, training one LeNet-5 with per-epoch progress,
-// and writing a CSV.
+// What the evaluation examples (adversarial, curvature, zero_mean) share: reading MNIST-format
+// data with limits, refusing to overwrite earlier outputs, training one LeNet-5 with per-epoch
+// progress, and writing a CSV.
 #pragma once
 
 #include <cstdio>

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../common/cli.hpp"
+#include "../common/lenet_run.hpp"
 #include "../common/plot.hpp"
 #include "../common/training.hpp"
 #include "convert.hpp"
@@ -93,13 +94,7 @@ Config parse(int argc, char** argv) {
   c.out = a.get("--out", "zero_mean_out");
   c.overwrite = a.has("--overwrite");
   // Check the outputs now, not after an hour of training.
-  fs::create_directories(c.out);
-  for (const char* f : {"log_alpha.csv", "log_alpha.png"}) {
-    const fs::path p = fs::path(c.out) / f;
-    varnet::check(c.overwrite || !fs::exists(p), "--out",
-                  "a directory without earlier results (or --overwrite)",
-                  "an existing file '" + p.string() + "'");
-  }
+  varnet::examples::check_outputs("--out", c.out, {"log_alpha.csv", "log_alpha.png"}, c.overwrite);
   return c;
 }
 
