@@ -221,8 +221,10 @@ def main():
         out.write(f"\n==== ctest {' '.join(targets)}\n")
         out.flush()
         try:
+            # errors="replace": a failing test may print raw bytes (a Catch2 message
+            # expanding a byte vector); the log must not end the run.
             done = subprocess.run(ctest_cmd(targets), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True,
+                                  stderr=subprocess.STDOUT, text=True, errors="replace",
                                   timeout=args.timeout * len(targets) + 60)
         except subprocess.TimeoutExpired:
             out.write(f"\n==== ctest: stopped after {args.timeout:.0f} s a test\n")
