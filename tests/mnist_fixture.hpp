@@ -82,6 +82,15 @@ inline std::vector<std::string> csv_fields(const std::string& line) {
   return out;
 }
 
+// The progress line of epoch `epoch` ("1/2") up to its training accuracy, "epoch 1/2  loss L  train
+// acc A" (the speed that follows differs from run to run); "" when there is none.
+inline std::string epoch_loss_line(const std::string& out, const std::string& epoch) {
+  const size_t at = out.find("epoch " + epoch + "  loss ");
+  if (at == std::string::npos) return "";
+  const size_t acc = out.find("train acc ", at);
+  return out.substr(at, out.find("  ", acc + 10) - at);
+}
+
 inline std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

@@ -35,12 +35,6 @@ std::string summary_line(const std::string& out, const std::string& name) {
   return at == std::string::npos ? "" : out.substr(at + 3, out.find('\n', at + 1) - at - 3);
 }
 
-// The "epoch E/N  loss ..." progress line, or "" when absent.
-std::string epoch_line(const std::string& out, const std::string& epoch) {
-  const size_t at = out.find("epoch " + epoch + "  loss");
-  return at == std::string::npos ? "" : out.substr(at, out.find('\n', at) - at);
-}
-
 }  // namespace
 
 TEST_CASE("lenet5: trains on generated MNIST-format data, saves, rejects bad input", "[cli]") {
@@ -290,12 +284,8 @@ TEST_CASE("lenet5: the flags reach the network, the optimizer and the schedule",
   const Run k2 = run(common + "--epochs 2 --train-samples 2", log);
   INFO(k2.out);
   REQUIRE(k2.status == 0);
-  REQUIRE(!epoch_line(two.out, "1/2").empty());
-  // "epoch 1/2  loss L  train acc A" (the speed after it differs from run to run).
-  const auto loss_of = [](const std::string& line) {
-    return line.substr(0, line.find("  ", line.find("train acc ") + 10));
-  };
-  CHECK(loss_of(epoch_line(k2.out, "1/2")) != loss_of(epoch_line(two.out, "1/2")));
+  REQUIRE(!fixture::epoch_loss_line(two.out, "1/2").empty());
+  CHECK(fixture::epoch_loss_line(k2.out, "1/2") != fixture::epoch_loss_line(two.out, "1/2"));
 
   // A batch larger than the training set is refused by name before training.
   const Run big = run("--data " + dir.path.string() + " --epochs 1 --batch 1024", log);

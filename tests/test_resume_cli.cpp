@@ -76,15 +76,6 @@ int64_t checkpoint_step(const fs::path& path) {
   }
 }
 
-// The part of the progress line of `epoch` that a resumed run must repeat exactly: "epoch 2/2
-// loss ...  train acc ..." (its speed and time differ).
-std::string epoch_sums(const std::string& out, const std::string& epoch) {
-  const size_t at = out.find(epoch + "  loss ");
-  if (at == std::string::npos) return "no line for " + epoch;
-  const size_t acc = out.find("train acc ", at);
-  return acc == std::string::npos ? out.substr(at) : out.substr(at, acc + 16 - at);
-}
-
 }  // namespace
 
 TEST_CASE("lenet5: killed in epoch 2 and resumed, it ends bit-identical to a straight run",
@@ -146,7 +137,8 @@ TEST_CASE("lenet5: killed in epoch 2 and resumed, it ends bit-identical to a str
   CHECK(b.out.find("epoch 2/2") != std::string::npos);
   CHECK(b.out.find("epoch 1/2") == std::string::npos);
   // The resumed epoch's line counts the steps taken before the kill too.
-  CHECK(epoch_sums(b.out, "epoch 2/2") == epoch_sums(a.out, "epoch 2/2"));
+  REQUIRE(!fixture::epoch_loss_line(a.out, "2/2").empty());
+  CHECK(fixture::epoch_loss_line(b.out, "2/2") == fixture::epoch_loss_line(a.out, "2/2"));
 
   // Bit for bit: the whole files (tensors and metadata) are equal.
   const std::string want = fixture::read_file(straight), got = fixture::read_file(resumed);

@@ -152,14 +152,8 @@ TEST_CASE(
   const Run k1 = run(quick, log), k2 = run(quick + "--train-samples 2", log);
   REQUIRE(k1.status == 0);
   REQUIRE(k2.status == 0);
-  const auto loss_line = [](const std::string& out) {
-    const size_t at = out.find("epoch 1/1  loss");
-    return at == std::string::npos
-               ? std::string()
-               : out.substr(at, out.find("  ", out.find("train acc ", at) + 10) - at);
-  };
-  REQUIRE(!loss_line(k1.out).empty());
-  CHECK(loss_line(k1.out) != loss_line(k2.out));
+  REQUIRE(!fixture::epoch_loss_line(k1.out, "1/1").empty());
+  CHECK(fixture::epoch_loss_line(k1.out, "1/1") != fixture::epoch_loss_line(k2.out, "1/1"));
 
   // --device cuda takes every layer kind, with a checkpoint, where there is a GPU; it is refused
   // cleanly elsewhere.
