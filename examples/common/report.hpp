@@ -14,7 +14,10 @@ namespace varnet::examples {
 
 inline std::string json_list(const std::vector<int64_t>& v) {
   std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);  // (appended apart: GCC 12 warns falsely on "," + string in C++20)
+  }
   return s + "]";
 }
 
