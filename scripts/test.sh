@@ -3,7 +3,8 @@
 #   ./scripts/test.sh   1. build in build/ (Release) and run every test with ctest;
 #                       2. build the CPU test suite again in build-asan/ under AddressSanitizer and
 #                          UndefinedBehaviorSanitizer (any report fails the test) and run it,
-#                          with the [cuda] suite on the emulated GPU (test_emulated_cuda_suite),
+#                          with the [cuda] suite on the emulated GPU (test_emulated_cuda_suite)
+#                          and lenet5 --device cuda on it (test_lenet5_emulated_cli),
 #                          whose device buffers ASan then bounds;
 #                       3. run each libFuzzer target for FUZZ_SECONDS (scripts/fuzz.sh).
 # Environment: BUILD_DIR (default build), JOBS (default: all cores), SANITIZE (default 1; 0 skips

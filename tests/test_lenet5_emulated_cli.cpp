@@ -24,7 +24,8 @@ using fixture::Run;
 using fixture::TempDir;
 using fixture::write_set;
 
-constexpr int kTrain = 128, kTest = 32;  // 4 steps an epoch at batch 32
+// 4 steps an epoch at batch 32, and 8 images that the epochs drop (the last partial batch)
+constexpr int kTrain = 136, kTest = 32, kTrained = 128;
 
 Run run(const std::string& args, const fs::path& log) {
   return fixture::run_program("VARNET_LENET5_EMULATED", args, log);
@@ -62,7 +63,7 @@ void check_follows(const Run& cpu, const Run& gpu, int epochs) {
     CHECK(progress_number(gpu.out, ep, "loss ") ==
           Approx(progress_number(cpu.out, ep, "loss ")).margin(2e-4));
     CHECK(progress_number(gpu.out, ep, "train acc ") ==
-          Approx(progress_number(cpu.out, ep, "train acc ")).margin(1.0 / kTrain + 1e-4));
+          Approx(progress_number(cpu.out, ep, "train acc ")).margin(1.0 / kTrained + 1e-4));
   }
   for (const char* key : {"test_acc_mean", "test_acc_1", "test_acc_10_batchstats"}) {
     INFO(key);
