@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -87,8 +88,8 @@ inline std::vector<std::string> csv_fields(const std::string& line) {
 inline std::string epoch_loss_line(const std::string& out, const std::string& epoch) {
   const size_t at = out.find("epoch " + epoch + "  loss ");
   if (at == std::string::npos) return "";
-  const size_t acc = out.find("train acc ", at);
-  return out.substr(at, out.find("  ", acc + 10) - at);
+  const size_t acc = out.find("train acc ", at), end = out.find('\n', at);
+  return out.substr(at, (acc < end ? std::min(out.find("  ", acc + 10), end) : end) - at);
 }
 
 inline std::string read_file(const fs::path& p) {

@@ -29,7 +29,7 @@ Run run(const std::string& args, const fs::path& log) {
   return fixture::run_program("VARNET_LENET5", args, log);
 }
 
-// The summary line of layer `name` ("  conv1: VarianceConv2d(...) -> ..."), or "" when absent.
+// The summary line of layer `name` ("conv1: VarianceConv2d(...) -> ..."), or "" when absent.
 std::string summary_line(const std::string& out, const std::string& name) {
   const size_t at = out.find("\n  " + name + ": ");
   return at == std::string::npos ? "" : out.substr(at + 3, out.find('\n', at + 1) - at - 3);
@@ -276,6 +276,7 @@ TEST_CASE("lenet5: the flags reach the network, the optimizer and the schedule",
   for (const char* name : {"conv1.sigma", "fc2.weight"}) {
     INFO(name);
     REQUIRE(at24.file.find(name) != nullptr);
+    REQUIRE(at32.file.find(name) != nullptr);
     const bool moved = at24.file.find(name)->bytes != at32.file.find(name)->bytes;
     CHECK(moved);  // (not the byte vectors: Catch2 would print them as raw characters)
   }
